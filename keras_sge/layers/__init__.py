@@ -1,0 +1,3 @@
+from keras_sge.layers.sge import SGE
+
+__all__ = ["SGE"]
