@@ -102,7 +102,6 @@ class SGE(keras.layers.Layer):
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.beta_constraint = constraints.get(beta_constraint)
-        self.supports_masking = True
 
     @property
     def channel_axis(self):
@@ -122,6 +121,7 @@ class SGE(keras.layers.Layer):
             regularizer=self.gamma_regularizer,
             constraint=self.gamma_constraint,
             dtype=_STATS_DTYPE,
+            autocast=False,
         )
         self.beta = self.add_weight(
             shape=(self.groups,),
@@ -130,6 +130,7 @@ class SGE(keras.layers.Layer):
             regularizer=self.beta_regularizer,
             constraint=self.beta_constraint,
             dtype=_STATS_DTYPE,
+            autocast=False,
         )
 
     def _check_input_shape(self, input_shape):

@@ -1,0 +1,282 @@
+"""A shared test harness for keras_sge layers and models.
+
+In the spirit of keras-hub's `TestCase.run_layer_test` /
+`run_model_saving_test`: one call checks what every layer or model must do,
+so each test file only states what is particular to it. Keep inputs small.
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+from keras import ops
+
+import keras_sge  # noqa: F401  (registers the serializable classes)
+
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def backend_supports_jit():
+    return keras.backend.backend() in ("tensorflow", "jax")
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets the global dtype policy for the duration of a block."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def assert_all_close(actual, expected, rtol=1e-5, atol=1e-6, msg=""):
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=rtol, atol=atol, err_msg=msg
+    )
+
+
+def assert_finite(x, msg=""):
+    values = ops.convert_to_numpy(ops.cast(x, "float32"))
+    assert np.all(np.isfinite(values)), f"non-finite values {msg}"
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+
+
+def run_layer_test(
+    layer_cls,
+    init_kwargs,
+    input_data,
+    expected_output_shape,
+    expected_num_trainable_weights,
+    expected_num_non_trainable_weights=0,
+    run_training=True,
+    run_mixed_precision=True,
+    run_saving=True,
+    tmp_path=None,
+):
+    """Checks config, weights, shapes, training, mixed precision and saving.
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: keyword arguments for the constructor.
+        input_data: a numpy array fed to the layer.
+        expected_output_shape: the output's full shape.
+        expected_num_trainable_weights / expected_num_non_trainable_weights:
+            the weight counts after build.
+        run_training: fit one step inside a model (with jit_compile where the
+            backend supports it) and check that the weights move.
+        run_mixed_precision: check mixed_float16 and mixed_bfloat16.
+        run_saving: `.keras` save/load round trip (needs `tmp_path`).
+    """
+    _check_config_round_trip(layer_cls, init_kwargs, input_data)
+    layer = layer_cls(**init_kwargs)
+    output = layer(input_data)
+    assert tuple(output.shape) == tuple(expected_output_shape)
+    assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
+    assert len(layer.trainable_weights) == expected_num_trainable_weights
+    assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+    _check_symbolic_shape(layer_cls, init_kwargs, input_data, expected_output_shape)
+    if run_training:
+        _check_training_step(layer_cls(**init_kwargs), input_data)
+    if run_mixed_precision:
+        for policy in MIXED_POLICIES:
+            _check_mixed_precision(layer_cls, init_kwargs, input_data, policy)
+    if run_saving:
+        model = keras.Sequential([keras.Input(input_data.shape[1:]), layer_cls(**init_kwargs)])
+        _randomize_weights(model)
+        run_keras_saving_test(model, input_data, tmp_path)
+
+
+def _check_config_round_trip(layer_cls, init_kwargs, input_data):
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    json.dumps(config)  # the config must be JSON-serializable
+    for key in init_kwargs:
+        assert key in config, f"get_config() misses the constructor argument {key!r}"
+    revived = layer_cls.from_config(config)
+    assert revived.get_config() == config
+    serialized = keras.saving.serialize_keras_object(layer)
+    deserialized = keras.saving.deserialize_keras_object(serialized)
+    assert type(deserialized) is layer_cls
+    assert deserialized.get_config() == config
+    # Same weights, same outputs.
+    layer(input_data)
+    deserialized(input_data)
+    deserialized.set_weights(layer.get_weights())
+    assert_all_close(deserialized(input_data), layer(input_data))
+
+
+def _check_symbolic_shape(layer_cls, init_kwargs, input_data, expected_output_shape):
+    layer = layer_cls(**init_kwargs)
+    symbolic = keras.KerasTensor(input_data.shape, dtype="float32")
+    output_spec = layer.compute_output_spec(symbolic)
+    assert tuple(output_spec.shape) == tuple(expected_output_shape)
+    # Unknown batch and spatial dimensions keep the channels.
+    shape = list(input_data.shape)
+    channel_axis = layer.channel_axis if hasattr(layer, "channel_axis") else -1
+    unknown = [None] * len(shape)
+    unknown[channel_axis] = shape[channel_axis]
+    inputs = keras.Input(batch_shape=tuple(unknown))
+    outputs = layer_cls(**init_kwargs)(inputs)
+    assert tuple(outputs.shape) == tuple(unknown)
+
+
+def _randomize_weights(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        weight.assign(rng.normal(0.5, 0.5, weight.shape).astype(weight.dtype))
+
+
+def _check_training_step(layer, input_data):
+    model = keras.Sequential([keras.Input(input_data.shape[1:]), layer])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=backend_supports_jit())
+    before = [ops.convert_to_numpy(w) for w in layer.trainable_weights]
+    target = np.zeros_like(input_data)
+    history = model.fit(input_data, target, batch_size=len(input_data), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [ops.convert_to_numpy(w) for w in layer.trainable_weights]
+    for b, a, w in zip(before, after, layer.trainable_weights):
+        assert not np.allclose(a, b), f"{w.path} did not change in a training step"
+
+
+def _check_mixed_precision(layer_cls, init_kwargs, input_data, policy):
+    layer = layer_cls(**{**init_kwargs, "dtype": policy})
+    output = layer(input_data)
+    assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
+    assert layer.compute_dtype != "float32"
+    for weight in layer.weights:
+        assert weight.dtype == "float32", f"{weight.path} is {weight.dtype} under {policy}"
+    assert_finite(output, f"under {policy}")
+
+
+# --------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------
+
+
+def run_model_test(
+    build_model,
+    input_data,
+    expected_output_shape,
+    run_training=True,
+    run_mixed_precision=True,
+    run_saving=True,
+    tmp_path=None,
+):
+    """Checks a model: config, shapes, one fit step, mixed precision, saving.
+
+    Args:
+        build_model: a zero-argument callable returning a fresh model; it is
+            called again under each mixed precision policy.
+        input_data: a numpy batch.
+        expected_output_shape: the output's full shape.
+    """
+    model = build_model()
+    output = model(input_data)
+    assert tuple(output.shape) == tuple(expected_output_shape)
+    assert_finite(output)
+    _check_model_config_round_trip(model, input_data)
+    if run_training:
+        _check_model_training_step(model, input_data)
+    if run_mixed_precision:
+        for policy in MIXED_POLICIES:
+            with dtype_policy(policy):
+                mixed = build_model()
+            mixed_output = mixed(input_data)
+            assert tuple(mixed_output.shape) == tuple(expected_output_shape)
+            assert_finite(mixed_output, f"under {policy}")
+    if run_saving:
+        run_keras_saving_test(model, input_data, tmp_path)
+
+
+def _check_model_config_round_trip(model, input_data):
+    config = model.get_config()
+    revived = model.__class__.from_config(config)
+    revived.set_weights(model.get_weights())
+    assert_all_close(revived(input_data), model(input_data), rtol=1e-5, atol=1e-5)
+    serialized = keras.saving.serialize_keras_object(model)
+    deserialized = keras.saving.deserialize_keras_object(serialized)
+    assert len(deserialized.weights) == len(model.weights)
+
+
+def _check_model_training_step(model, input_data):
+    outputs = model(input_data)
+    target = np.zeros(outputs.shape, "float32")
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=False)
+    before = [ops.convert_to_numpy(w) for w in model.trainable_weights]
+    history = model.fit(input_data, target, batch_size=len(input_data), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [ops.convert_to_numpy(w) for w in model.trainable_weights]
+    changed = sum(not np.allclose(a, b) for a, b in zip(after, before))
+    assert changed > 0, "no trainable weight changed in a training step"
+
+
+# --------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------
+
+
+def run_keras_saving_test(model, input_data, tmp_path):
+    """`.keras` round trip in this process; returns the saved file's path."""
+    path = os.path.join(str(tmp_path), f"{model.name}.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert_all_close(restored(input_data), model(input_data), rtol=1e-5, atol=1e-5)
+    return path
+
+
+def run_in_fresh_process(code, env=None, timeout=300):
+    """Runs Python `code` in a new interpreter and returns its stdout.
+
+    The child starts from the repo root with the same backend unless `env`
+    says otherwise; a failure shows the child's stderr.
+    """
+    child_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, f"child process failed:\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def export_and_serve_in_fresh_process(model, input_data, tmp_path):
+    """Exports `model` as a SavedModel and serves it in a new process.
+
+    The child never imports keras_sge (it checks so) nor keras: it loads the
+    artifact with `tf.saved_model.load` and calls its `serve` endpoint, the
+    way TF Serving would. Returns (keras_outputs, served_outputs).
+    """
+    export_dir = os.path.join(str(tmp_path), "saved_model")
+    model.export(export_dir, format="tf_saved_model")
+    inputs_path = os.path.join(str(tmp_path), "serve_inputs.npy")
+    outputs_path = os.path.join(str(tmp_path), "served_outputs.npy")
+    np.save(inputs_path, input_data)
+    run_in_fresh_process(
+        f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        served = tf.saved_model.load({export_dir!r})
+        outputs = served.serve(tf.constant(np.load({inputs_path!r})))
+        np.save({outputs_path!r}, np.asarray(outputs))
+        assert "keras_sge" not in sys.modules, "serving imported keras_sge"
+        """,
+        env={"KERAS_BACKEND": "tensorflow"},
+    )
+    return ops.convert_to_numpy(model(input_data)), np.load(outputs_path)
