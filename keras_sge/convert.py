@@ -24,6 +24,7 @@ has no Keras counterpart and is skipped.
 """
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -152,6 +153,13 @@ def _numpy_scalar_globals():
     return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
 
 
+def _allow_numpy_scalars(torch):
+    # `safe_globals` is torch >= 2.5; older versions refuse numpy scalars,
+    # which then surfaces as the clear "will not unpickle" error below.
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    return safe_globals(_numpy_scalar_globals()) if safe_globals else contextlib.nullcontext()
+
+
 def read_checkpoint(path):
     """Loads a torch checkpoint safely: CPU, `weights_only=True`.
 
@@ -162,17 +170,17 @@ def read_checkpoint(path):
     torch = _import_torch()
     path = os.fspath(path)
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with _allow_numpy_scalars(torch):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file.
-        if "Weights only load failed" in str(error):
-            refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused:
             raise ValueError(
                 f"The PyTorch checkpoint {path!r} holds an object that keras_sge "
                 "will not unpickle (it loads checkpoints with weights_only=True "
                 "so that a file cannot run code; only tensors, plain Python "
                 "values and numpy scalars are allowed). Refused: "
-                f"{refused.group(1) if refused else error}. If you trust the "
+                f"{refused.group(1)}. If you trust the "
                 "file, re-save just its state_dict with torch and convert that."
             ) from error
         raise ValueError(
