@@ -1,0 +1,151 @@
+"""keras_sge.inspect returns what the SGE layers compute in the forward pass."""
+
+import doctest
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sge import inspect
+from tests import harness
+from tests.inspect.helpers import random_images
+from tests.inspect.helpers import tiny_sge_model
+
+
+@pytest.fixture(scope="module")
+def model_and_maps():
+    model = tiny_sge_model()
+    images = random_images(5) / 255.0
+    return model, images, inspect.inspect_sge(model, images, layers="all", batch_size=2)
+
+
+@pytest.mark.timeout(60)
+def test_gate_is_the_forward_output_over_the_input(model_and_maps):
+    _, _, all_maps = model_and_maps
+    for maps in all_maps.values():
+        per_group = maps.inputs.shape[-1] // maps.groups
+        gate = np.repeat(maps.gate, per_group, axis=-1)
+        nonzero = np.abs(maps.inputs) > 1e-3
+        assert nonzero.mean() > 0.5, maps.name
+        ratio = maps.outputs / np.where(nonzero, maps.inputs, 1.0)
+        np.testing.assert_allclose(ratio[nonzero], gate[nonzero], rtol=1e-5)
+        # Trained-like (random gamma) gates vary over the positions.
+        assert maps.gate.std() > 0.01, maps.name
+
+
+@pytest.mark.timeout(60)
+def test_outputs_are_the_models_forward_pass(model_and_maps):
+    model, images, all_maps = model_and_maps
+    # The tiny model ends with block2_sge, so its prediction is that output.
+    harness.assert_all_close(all_maps["block2_sge"].outputs, model.predict(images, verbose=0))
+
+
+@pytest.mark.timeout(60)
+def test_norms_are_per_group_l2_norms(model_and_maps):
+    _, _, all_maps = model_and_maps
+    maps = all_maps["block1_sge"]
+    per_group = maps.inputs.shape[-1] // maps.groups
+    for group in (0, maps.groups - 1):
+        channels = slice(group * per_group, (group + 1) * per_group)
+        expected = np.sqrt(np.sum(np.square(maps.inputs[..., channels]), axis=-1))
+        harness.assert_all_close(maps.norm_before[..., group], expected, rtol=1e-5)
+    # The gate is shared by a group's channels, so it scales the norm.
+    harness.assert_all_close(maps.norm_after, maps.norm_before * maps.gate, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_shapes_and_dtypes(model_and_maps):
+    _, _, all_maps = model_and_maps
+    assert list(all_maps) == ["stem_sge", "block1_sge", "block2_sge"]
+    expected = {"stem_sge": (5, 16, 16, 4), "block1_sge": (5, 8, 8, 8), "block2_sge": (5, 8, 8, 8)}
+    for name, maps in all_maps.items():
+        assert maps.name == name and maps.data_format == "channels_last"
+        for array in (maps.gate, maps.norm_before, maps.norm_after):
+            assert array.shape == expected[name] and array.dtype == np.float32
+        assert maps.spatial("gate", 4, 1).shape == expected[name][1:3]
+
+
+@pytest.mark.timeout(60)
+def test_batching_does_not_change_the_values(model_and_maps):
+    model, images, all_maps = model_and_maps
+    whole = inspect.inspect_sge(model, images, layers="block2_sge", batch_size=64)["block2_sge"]
+    harness.assert_all_close(whole.gate, all_maps["block2_sge"].gate)
+
+
+@pytest.mark.timeout(60)
+def test_layer_selection():
+    model = tiny_sge_model()
+    names = lambda layers: [layer.name for layer in layers]  # noqa: E731
+    assert names(inspect.sge_layers(model)) == ["block1_sge", "block2_sge"]
+    assert names(inspect.sge_layers(model, "all")) == ["stem_sge", "block1_sge", "block2_sge"]
+    assert names(inspect.sge_layers(model, "stem_sge")) == ["stem_sge"]
+    assert names(inspect.sge_layers(model, ["block2_sge", "stem_sge"])) == ["block2_sge", "stem_sge"]
+    with pytest.raises(ValueError, match="No SGE layer named 'conv2d'.*Its SGE layers: stem_sge, block1_sge"):
+        inspect.sge_layers(model, ["conv2d", "stem_sge"])
+
+
+@pytest.mark.timeout(60)
+def test_models_without_direct_sge_layers_are_clear_errors():
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="plain")
+    with pytest.raises(ValueError, match="Model 'plain' has no SGE layer among its layers\\.$"):
+        inspect.sge_layers(plain)
+    nested = keras.Sequential([keras.Input((16, 16, 3)), tiny_sge_model()], name="outer")
+    with pytest.raises(ValueError, match="nests the model\\(s\\) 'tiny_sge'"):
+        inspect.sge_layers(nested)
+
+
+@pytest.mark.timeout(60)
+def test_most_selective_groups(model_and_maps):
+    _, _, all_maps = model_and_maps
+    maps = all_maps["block1_sge"]
+    chosen = inspect.most_selective_groups(maps, index=2, count=3)
+    spread = [maps.spatial("gate", 2, group).std() for group in range(maps.groups)]
+    assert len(chosen) == 3 and spread[chosen[0]] == max(spread)
+    assert spread[chosen[0]] >= spread[chosen[1]] >= spread[chosen[2]]
+    assert len(inspect.most_selective_groups(maps, count=100)) == maps.groups
+
+
+@pytest.mark.timeout(60)
+def test_docstring_examples():
+    assert doctest.testmod(inspect).failed == 0
+    exec(compile(python_block(inspect.__doc__), "inspect.py", "exec"), {})
+
+
+def python_block(docstring):
+    return docstring.split("```python\n")[1].split("```")[0]
+
+
+@pytest.mark.timeout(120)
+def test_channels_first_on_jax():
+    # TensorFlow's CPU convolutions do not support channels_first: use JAX.
+    code = """
+        import json
+        import numpy as np
+        from keras_sge import inspect
+        from tests.inspect.helpers import random_images, tiny_sge_model
+
+        model = tiny_sge_model("channels_first")
+        images = np.transpose(random_images(2) / 255.0, (0, 3, 1, 2))
+        result = {}
+        for name, maps in inspect.inspect_sge(model, images, layers="all").items():
+            gate = np.repeat(maps.gate, maps.inputs.shape[1] // maps.groups, axis=1)
+            nonzero = np.abs(maps.inputs) > 1e-3
+            ratio = (maps.outputs / np.where(nonzero, maps.inputs, 1.0))[nonzero]
+            result[name] = {
+                "format": maps.data_format,
+                "shapes": [maps.gate.shape, maps.norm_before.shape, maps.norm_after.shape],
+                "gate_error": float(np.max(np.abs(ratio - gate[nonzero]))),
+                "spatial": maps.spatial("norm_after", 1, 0).shape,
+            }
+        print(json.dumps(result))
+    """
+    stdout = harness.run_in_fresh_process(code, env={"KERAS_BACKEND": "jax"}, timeout=110)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    expected = {"stem_sge": [2, 4, 16, 16], "block1_sge": [2, 8, 8, 8], "block2_sge": [2, 8, 8, 8]}
+    assert set(result) == set(expected)
+    for name, values in result.items():
+        assert values["format"] == "channels_first"
+        assert values["shapes"] == [expected[name]] * 3
+        assert values["spatial"] == expected[name][2:]
+        assert values["gate_error"] < 1e-5
