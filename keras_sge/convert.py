@@ -54,12 +54,10 @@ def torch_module_path(layer_name):
         return prefix + ".sge"
     if match["index"] == "0":
         return prefix + (".downsample.0" if match["kind"] == "conv" else ".downsample.1")
-    torch_kind = "conv" if match["kind"] == "conv" else "bn"
-    return f"{prefix}.{torch_kind}{match['index']}"
+    return f"{prefix}.{match['kind']}{match['index']}"
 
 
-# Per Keras layer class: the torch parameter names of the layer's weights, in
-# `layer.weights` order, and the torch->Keras layout change of each.
+# The torch->Keras layout changes.
 def _conv_kernel(array):
     return np.transpose(array, (2, 3, 1, 0))
 
@@ -76,8 +74,8 @@ def _identity(array):
     return array
 
 
-def _torch_shape(keras_shape, to_keras):
-    """The torch shape whose conversion has `keras_shape`."""
+def torch_shape(keras_shape, to_keras):
+    """The torch shape that `to_keras` turns into `keras_shape`."""
     if to_keras is _conv_kernel:
         kh, kw, cin, cout = keras_shape
         return (cout, cin, kh, kw)
@@ -88,17 +86,23 @@ def _torch_shape(keras_shape, to_keras):
     return tuple(keras_shape)
 
 
-_PARAMETERS = {
-    "Conv2D": (("weight", _conv_kernel),),
-    "BatchNormalization": (
-        ("weight", _identity),
-        ("bias", _identity),
-        ("running_mean", _identity),
-        ("running_var", _identity),
-    ),
-    "SGE": (("weight", _sge_vector), ("bias", _sge_vector)),
-    "Dense": (("weight", _dense_kernel), ("bias", _identity)),
-}
+def _parameters(layer):
+    """`((torch parameter, torch->Keras), ...)` in `layer.weights` order."""
+    import keras
+
+    from keras_sge.layers.sge import SGE
+
+    if isinstance(layer, keras.layers.Conv2D):
+        return (("weight", _conv_kernel),)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return (("weight", _identity), ("bias", _identity), ("running_mean", _identity), ("running_var", _identity))
+    if isinstance(layer, SGE):
+        return (("weight", _sge_vector), ("bias", _sge_vector))
+    if isinstance(layer, keras.layers.Dense):
+        return (("weight", _dense_kernel), ("bias", _identity))
+    return None
+
+
 # Torch state that has no Keras counterpart.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
@@ -112,8 +116,8 @@ def weight_mapping(model):
         if not layer.weights:
             continue
         module = torch_module_path(layer.name)
-        parameters = _PARAMETERS.get(type(layer).__name__)
-        if module is None or parameters is None:
+        parameters = _parameters(layer)
+        if module is None or parameters is None or len(parameters) != len(layer.weights):
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) of model "
                 f"{model.name!r} has no counterpart in the reference PyTorch "
@@ -321,7 +325,7 @@ def set_weights_from_state_dict(model, state_dict, source="checkpoint", progress
             if key not in state_dict:
                 missing.append(key)
                 continue
-            expected = _torch_shape(tuple(variable.shape), to_keras)
+            expected = torch_shape(tuple(variable.shape), to_keras)
             if tuple(state_dict[key].shape) != expected:
                 mismatched.append(f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {expected}")
                 continue

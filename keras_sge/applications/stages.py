@@ -42,12 +42,17 @@ def stage_outputs(model, name=None):
     Example:
 
     ```python
+    import numpy as np
     from keras_sge import applications
 
     backbone = applications.SGEResNet50(include_top=False, input_shape=(64, 64, 3))
     features = applications.stage_outputs(backbone)
-    c5 = features(images)["C5"]   # (N, 2, 2, 2048)
+    images = applications.preprocess_input(np.zeros((1, 64, 64, 3)))
+    c5 = features(images)["C5"]  # (1, 2, 2, 2048); C2 is (1, 16, 16, 256)
     ```
+
+    Equivalently, by hand: `keras.Model(backbone.input,
+    [backbone.get_layer(n).output for n in stage_output_names(backbone)])`.
     """
     outputs = {
         stage: model.get_layer(layer_name).output for stage, layer_name in zip(STAGES, stage_output_names(model))

@@ -8,6 +8,7 @@ converter into Keras. The committed fixtures keep the seed, the images and
 torch's logits, so CI without torch still checks the Keras side.
 """
 
+import functools
 import zlib
 
 import keras
@@ -16,6 +17,7 @@ import numpy as np
 from keras_sge import applications
 from keras_sge import convert
 from keras_sge.applications.resnet import SGEResNet
+from keras_sge.layers.sge import SGE
 
 IMAGE_SIZE = 64
 BATCH = 2
@@ -33,15 +35,30 @@ def keras_model(depth, groups=64, classes=1000, image_size=IMAGE_SIZE, **kwargs)
     )
 
 
-def state_dict_shapes(depth, groups=64, classes=1000):
-    """`{torch key: shape}` of the reference network, via the Keras model."""
+@functools.lru_cache(maxsize=None)
+def architecture_facts(depth, groups=64, classes=1000):
+    """What the tests need from a model's structure, built once per process.
+
+    ResNet-101/152 take seconds to build on a small CI machine, so the
+    parameter-count, inference and error tests share this one build.
+    Returns `{"torch_shapes": {torch key: shape}, "trainable": int,
+    "sge_layers": int}`.
+    """
     model = keras_model(depth, groups, classes)
-    shapes = {}
+    torch_shapes = {}
     for layer, parameters in convert.weight_mapping(model):
         for (key, to_keras), variable in zip(parameters, layer.weights):
-            shapes[key] = convert._torch_shape(tuple(variable.shape), to_keras)
-    keras.backend.clear_session()
-    return shapes
+            torch_shapes[key] = convert.torch_shape(tuple(variable.shape), to_keras)
+    return {
+        "torch_shapes": torch_shapes,
+        "trainable": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+        "sge_layers": sum(isinstance(layer, SGE) for layer in model.layers),
+    }
+
+
+def state_dict_shapes(depth, groups=64, classes=1000):
+    """`{torch key: shape}` of the reference network, via the Keras model."""
+    return dict(architecture_facts(depth, groups, classes)["torch_shapes"])
 
 
 def _random_parameter(key, shape, seed):

@@ -6,6 +6,7 @@ Most tests use ResNet-18 at 32x32/64x64 with few classes; ResNet-101 and
 
 import importlib.util
 import re
+import textwrap
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ from keras_sge import applications
 from keras_sge.applications.resnet import PARAMETER_COUNTS
 from keras_sge.layers.sge import SGE
 from tests import harness
+from tests.applications import parity
 
 BUILDERS = {
     18: applications.SGEResNet18,
@@ -47,11 +49,20 @@ def images(batch=2, size=32, seed=0):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_trainable_parameter_counts(depth):
-    # Each depth is built once, with SGE; the plain count is SGE's 2*G per block less.
-    model = BUILDERS[depth](input_shape=(32, 32, 3))
-    assert trainable_count(model) == PARAMETER_COUNTS[(depth, 64)]
-    sge_layers = [layer for layer in model.layers if isinstance(layer, SGE)]
-    assert PARAMETER_COUNTS[(depth, 64)] - 128 * len(sge_layers) == PARAMETER_COUNTS[(depth, None)]
+    # One shared build per depth (see parity.architecture_facts), with SGE;
+    # the plain count is SGE's 2 * 64 per block less.
+    facts = parity.architecture_facts(depth)
+    assert facts["trainable"] == PARAMETER_COUNTS[(depth, 64)]
+    assert PARAMETER_COUNTS[(depth, 64)] - 128 * facts["sge_layers"] == PARAMETER_COUNTS[(depth, None)]
+
+
+def test_builders_build_their_depth():
+    # Cheap checks of every public builder, without building 101/152 again.
+    for depth, builder in BUILDERS.items():
+        assert builder.__name__ == f"SGEResNet{depth}"
+        assert f"{PARAMETER_COUNTS[(depth, 64)]:,}" in builder.__doc__
+    model = applications.SGEResNet34(include_top=False, input_shape=(32, 32, 3))
+    assert applications.stage_output_names(model)[-1] == "conv5_block3_out"
 
 
 def test_paper_parameter_counts():
@@ -359,3 +370,10 @@ def test_channels_first_on_jax():
     )
     diff, scale = map(float, stdout.split()[-2:])
     assert diff < 1e-4 * scale
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("function", [applications.SGEResNet18, applications.stage_outputs, applications.center_crop_resize])
+def test_docstring_code_examples_run(function):
+    (code,) = re.findall(r"```python\n(.*?)```", function.__doc__, re.S)
+    exec(compile(textwrap.dedent(code), f"<{function.__name__} docstring>", "exec"), {})
