@@ -1,6 +1,27 @@
-"""keras_sge: Spatial Group-wise Enhance (SGE) for Keras 3."""
+"""keras_sge: Spatial Group-wise Enhance (SGE) for Keras 3.
+
+- `keras_sge.SGE`: the layer.
+- `keras_sge.applications`: SGE-ResNet-18/34/50/101/152, preprocessing,
+  ImageNet labels, C2-C5 features, official PyTorch checkpoints on load.
+- `keras_sge.convert`: `python -m keras_sge.convert SRC DST` turns an
+  official checkpoint into a Keras weights file.
+- `keras_sge.inspect` / `keras_sge.plotting`: SGE gate maps, per-group
+  feature norms and their figures.
+
+The submodules load on first use, so `import keras_sge` stays light.
+"""
+
+import importlib
 
 from keras_sge.layers.sge import SGE
 from keras_sge.version import __version__
 
-__all__ = ["SGE", "__version__"]
+_LAZY_SUBMODULES = ("applications", "convert", "inspect", "plotting", "training")
+
+__all__ = ["SGE", "__version__", *_LAZY_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"keras_sge.{name}")
+    raise AttributeError(f"module 'keras_sge' has no attribute {name!r}")
