@@ -6,9 +6,11 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_sge.layers import sge_ops
+
 # Statistics are always taken in float32: under mixed_float16 a similarity
 # map of activations around 100 over 64 channels already exceeds float16.
-_STATS_DTYPE = "float32"
+_STATS_DTYPE = sge_ops.STATS_DTYPE
 
 
 @keras.saving.register_keras_serializable(package="keras_sge")
@@ -40,6 +42,15 @@ class SGE(keras.layers.Layer):
     The statistics are computed in float32 whatever the compute dtype, and
     the output comes back in the compute dtype, so the layer is safe under
     `mixed_float16` and `mixed_bfloat16`.
+
+    Speed: SGE is bandwidth-bound, so the layer is written for few passes
+    over the feature map (see `keras_sge.layers.sge_ops`): on TensorFlow its
+    forward and backward each run as one XLA-compiled function (nested in
+    whatever graph calls the layer; compiled once per input shape), on JAX
+    under `jax.jit`, and the gradient is a hand-written VJP that reuses the
+    forward's gate and statistics. It matches the autodiff gradient, but is
+    finite on a 1x1 or constant map, where autodiff through the zero std
+    gives NaN.
 
     Args:
         groups: int, the number of channel groups (64 in the paper). The
@@ -156,17 +167,22 @@ class SGE(keras.layers.Layer):
         return channels
 
     def call(self, inputs):
-        grouped = self._split_groups(inputs)
-        gate = ops.cast(self._flat_gate(grouped), inputs.dtype)
-        gated = grouped * ops.expand_dims(gate, self._group_channel_axis)
-        return ops.reshape(gated, ops.shape(inputs))
+        return sge_ops.sge_output(
+            inputs,
+            ops.convert_to_tensor(self.gamma),
+            ops.convert_to_tensor(self.beta),
+            self.groups,
+            self.epsilon,
+            self.data_format,
+        )
 
     def gate(self, inputs):
         """Returns the sigmoid gate: one value per position and group.
 
         The shape is (N, H, W, G) for channels_last and (N, G, H, W) for
         channels_first, in float32 whatever the compute dtype. `call`
-        multiplies each group's channels by exactly this gate.
+        multiplies each group's channels by exactly this gate (cast to the
+        compute dtype); both come from the same forward function.
 
         Args:
             inputs: the layer's input, (N, H, W, C) or (N, C, H, W).
@@ -174,67 +190,14 @@ class SGE(keras.layers.Layer):
         inputs = ops.convert_to_tensor(inputs)
         if not self.built:
             self.build(inputs.shape)
-        gate = self._flat_gate(self._split_groups(inputs))
-        return self._unflatten_gate(gate, ops.shape(inputs))
-
-    # The computations work on a flat view: channels_last becomes
-    # (N, H*W, G, C/G) and channels_first (N, G, C/G, H*W). Both keep the
-    # channels of a group contiguous, as the reference's NCHW view does.
-
-    @property
-    def _position_axis(self):
-        return 1 if self.data_format == "channels_last" else 3
-
-    @property
-    def _group_channel_axis(self):
-        return 3 if self.data_format == "channels_last" else 2
-
-    def _split_groups(self, inputs):
-        channels = inputs.shape[self.channel_axis]
-        batch = ops.shape(inputs)[0]
-        per_group = channels // self.groups
-        if self.data_format == "channels_last":
-            return ops.reshape(inputs, (batch, -1, self.groups, per_group))
-        return ops.reshape(inputs, (batch, self.groups, per_group, -1))
-
-    def _similarity(self, grouped):
-        """Dot product of each position's feature with the group mean."""
-        group_mean = ops.mean(grouped, axis=self._position_axis, keepdims=True)
-        return ops.sum(grouped * group_mean, axis=self._group_channel_axis)
-
-    def _normalize_over_positions(self, similarity):
-        """(c - mean) / (unbiased std + epsilon) over the positions axis.
-
-        `similarity` is (N, H*W, G) for channels_last and (N, G, H*W) for
-        channels_first.
-        """
-        axis = 1 if self.data_format == "channels_last" else 2
-        centered = similarity - ops.mean(similarity, axis=axis, keepdims=True)
-        positions = ops.cast(ops.shape(similarity)[axis], _STATS_DTYPE)
-        # max(H*W - 1, 1): on a 1x1 map `centered` is 0, so the result is 0
-        # instead of the reference's 0/0 = NaN.
-        dof = ops.maximum(positions - 1.0, 1.0)
-        std = ops.sqrt(ops.sum(ops.square(centered), axis=axis, keepdims=True) / dof)
-        return centered / (std + self.epsilon)
-
-    def _flat_gate(self, grouped):
-        """The gate, (N, H*W, G) or (N, G, H*W), from the grouped input."""
-        grouped = ops.cast(grouped, _STATS_DTYPE)
-        normalized = self._normalize_over_positions(self._similarity(grouped))
-        return ops.sigmoid(normalized * self._per_group(self.gamma) + self._per_group(self.beta))
-
-    def _per_group(self, weight):
-        """Broadcasts a (G,) weight against the flat similarity map."""
-        if self.data_format == "channels_last":
-            return weight
-        return ops.expand_dims(weight, -1)
-
-    def _unflatten_gate(self, gate, input_shape):
-        if self.data_format == "channels_last":
-            gate_shape = (input_shape[0], input_shape[1], input_shape[2], self.groups)
-        else:
-            gate_shape = (input_shape[0], self.groups, input_shape[2], input_shape[3])
-        return ops.reshape(gate, gate_shape)
+        return sge_ops.sge_gate(
+            inputs,
+            ops.convert_to_tensor(self.gamma),
+            ops.convert_to_tensor(self.beta),
+            self.groups,
+            self.epsilon,
+            self.data_format,
+        )
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -1,0 +1,1 @@
+"""Benchmarks of the SGE layer and SGE-ResNet (see RESULTS.md)."""

@@ -1,0 +1,291 @@
+"""Benchmarks 2 and 3: SGE-ResNet-50 against ResNet-50, and against PyTorch.
+
+Run from the repository root (so that `tests.torch_reference` imports):
+
+    python -m benchmarks.bench_resnet                          # defaults
+    python -m benchmarks.bench_resnet --batches 8 --rounds 2   # quick
+    python -m benchmarks.bench_resnet --no-torch --no-before
+
+Variants, timed interleaved in one process (benchmarks/common.py), all
+built with random weights at 224x224, 1000 classes:
+
+- `Keras ResNet-50`: keras_sge.applications.SGEResNet50(groups=None).
+- `Keras SGE-ResNet-50`: the same builder with SGE (the current layer).
+- `Keras SGE-ResNet-50 (before)`: the same network with the pre-issue-5
+  layer (benchmarks/baseline_sge.py) swapped in while building.
+- `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50`: tests/torch_reference.py's
+  re-implementation of the reference network (imported, not copied), when
+  torch is installed; CPU only, float32. It runs in a child process that
+  never imports TensorFlow (benchmarks/torch_worker.py): in one process the
+  two libraries' thread pools slow PyTorch down several times.
+
+Inference: the model under `tf.function` (TF; `model(x, training=False)`,
+what `predict_on_batch` runs) or `jax.jit` (JAX), at each `--batches`
+size; PyTorch in eval mode under `torch.inference_mode()`. Training step:
+forward in training mode, cross-entropy, backward, SGD-momentum update, at
+`--train-batch`. Ratios are per round; the table gives median [min-max].
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from benchmarks.baseline_sge import BaselineSGE  # noqa: E402
+from keras_sge.applications import resnet as resnet_module  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--batches", default="1,8,32", help="inference batch sizes")
+    parser.add_argument("--train-batch", type=int, default=8, help="0 skips the training step")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", default="1:5,8:2,32:1", help="calls per timing, per batch size")
+    parser.add_argument("--dtype", default="float32", help="Keras policy: float32, mixed_float16, mixed_bfloat16")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--no-before", action="store_true", help="skip the pre-issue-5 SGE variant")
+    parser.add_argument("--jit", action="store_true", help="TF: compile the whole model with XLA")
+    parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--tag", default=None)
+    parser.add_argument("--no-report", action="store_true")
+    return parser.parse_args(argv)
+
+
+def build_keras(depth, groups, layer_class=None, size=224):
+    """The applications builder; `layer_class` swaps the SGE layer in."""
+    original = resnet_module.SGE
+    if layer_class is not None:
+        resnet_module.SGE = layer_class
+    try:
+        return resnet_module.SGEResNet(depth, weights=None, input_shape=(size, size, 3), groups=groups)
+    finally:
+        resnet_module.SGE = original
+
+
+class KerasRunner:
+    """Compiled inference and training step for a Keras model."""
+
+    def __init__(self, model, jit=False):
+        self.model = model
+        self.backend = keras.backend.backend()
+        self.jit = jit
+        self.optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+        self.optimizer.build(model.trainable_variables)
+        self.loss = keras.losses.SparseCategoricalCrossentropy()
+        self._build()
+
+    def _build(self):
+        model = self.model
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            self.infer = tf.function(lambda x: model(x, training=False), jit_compile=self.jit)
+
+            def train(x, y):
+                with tf.GradientTape() as tape:
+                    loss = self.loss(y, model(x, training=True))
+                grads = tape.gradient(loss, model.trainable_variables)
+                self.optimizer.apply(grads, model.trainable_variables)
+                return loss
+
+            self.train = tf.function(train, jit_compile=self.jit)
+        elif self.backend == "jax":
+            import jax
+
+            @jax.jit
+            def infer(tv, ntv, x):
+                return model.stateless_call(tv, ntv, x, training=False)[0]
+
+            def loss_fn(tv, ntv, x, y):
+                out, ntv = model.stateless_call(tv, ntv, x, training=True)
+                return self.loss(y, out), ntv
+
+            @jax.jit
+            def train(tv, ntv, ov, x, y):
+                (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, x, y)
+                tv, ov = self.optimizer.stateless_apply(ov, grads, tv)
+                return loss, tv, ntv, ov
+
+            self._state = [
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                [v.value for v in self.optimizer.variables],
+            ]
+            self.infer = lambda x: infer(self._state[0], self._state[1], x)
+
+            def train_step(x, y):
+                loss, *self._state = train(*self._state, x, y)
+                return loss
+
+            self.train = train_step
+        else:
+            raise SystemExit("bench_resnet supports the tensorflow and jax backends")
+
+
+class TorchWorker:
+    """The PyTorch reference networks in a child process (torch_worker.py)."""
+
+    def __init__(self):
+        import subprocess
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.torch_worker"],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, **cmd):
+        import json
+
+        self.process.stdin.write(json.dumps(cmd) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the PyTorch worker died")
+        return json.loads(line)
+
+    def variant(self, name, task):
+        worker = self
+
+        class Remote:
+            def remote_time(self, reps):
+                return worker.ask(cmd="time", name=name, task=task, reps=reps)["seconds"]
+
+            def __call__(self):
+                raise RuntimeError("timed remotely")
+
+        return Remote()
+
+    def close(self):
+        try:
+            self.ask(cmd="quit")
+        except (RuntimeError, OSError, ValueError):
+            pass
+        self.process.wait(timeout=60)
+
+
+def _reps(spec, batch):
+    table = dict(item.split(":") for item in spec.split(",")) if spec else {}
+    return int(table.get(str(batch), max(1, 16 // max(batch, 1))))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.dtype != "float32":
+        keras.mixed_precision.set_global_policy(args.dtype)
+    info = common.machine()
+    common.log(f"machine: {info}")
+    use_torch = not args.no_torch and keras.backend.backend() == "tensorflow" and args.dtype == "float32"
+    if use_torch:
+        try:
+            import torch  # noqa: F401
+            import tests.torch_reference  # noqa: F401
+        except ImportError:
+            use_torch = False
+
+    keras_models = {
+        "Keras ResNet": KerasRunner(build_keras(args.depth, None, size=args.size), args.jit),
+        "Keras SGE-ResNet": KerasRunner(build_keras(args.depth, 64, size=args.size), args.jit),
+    }
+    if not args.no_before:
+        keras_models["Keras SGE-ResNet (before)"] = KerasRunner(
+            build_keras(args.depth, 64, BaselineSGE, size=args.size), args.jit
+        )
+    torch_names = {}
+    worker = None
+    if use_torch:
+        worker = TorchWorker()
+        torch_names = {"PyTorch ResNet": None, "PyTorch SGE-ResNet": 64}
+        for name, groups in torch_names.items():
+            info["torch_worker"] = worker.ask(cmd="build", name=name, depth=args.depth, groups=groups)
+    rng = np.random.default_rng(0)
+    results = {}
+    comparisons = [
+        ("Keras SGE-ResNet", "Keras ResNet"),
+        ("Keras SGE-ResNet (before)", "Keras ResNet"),
+        ("PyTorch SGE-ResNet", "PyTorch ResNet"),
+        ("Keras SGE-ResNet", "PyTorch SGE-ResNet"),
+        ("Keras ResNet", "PyTorch ResNet"),
+        ("Keras SGE-ResNet", "Keras SGE-ResNet (before)"),
+    ]
+
+    def record(task, batch, times):
+        for name, t in times.items():
+            results[f"{task}|{batch}|{name}"] = {"task": task, "batch": batch, "variant": name, "time_s": common.summary(t)}
+        for a, b in comparisons:
+            if a in times and b in times:
+                r = common.summary(common.ratios(times, a, b))
+                results[f"{task}|{batch}|{a} / {b}"] = {"task": task, "batch": batch, "ratio": f"{a} / {b}", "summary": r}
+                common.log(f"{task:9s} b={batch:<3d} {a} / {b}: {common.fmt_ratio(r)}")
+        for name, t in times.items():
+            common.log(f"{task:9s} b={batch:<3d} {name}: {common.fmt_ms(common.summary(t))} ms")
+
+    import keras_sge
+
+    tag = args.tag or (
+        f"{keras.backend.backend()}_{'gpu' if info.get('gpu') else 'cpu'}_{args.dtype}{'_xla' if args.jit else ''}"
+    )
+
+    def save():
+        payload = {
+            "benchmark": "resnet",
+            "depth": args.depth,
+            "size": args.size,
+            "dtype": args.dtype,
+            "rounds": args.rounds,
+            "jit": args.jit,
+            "keras_sge": getattr(keras_sge, "__version__", None),
+            "machine": info,
+            "results": results,
+        }
+        path = common.save_result(f"resnet_{tag}", payload, args.out_dir)
+        common.log(f"wrote {path}")
+
+    size = args.size
+    for batch in [int(b) for b in args.batches.split(",") if b]:
+        images = rng.uniform(-2, 2, (batch, size, size, 3)).astype("float32")
+        keras_x = keras.ops.convert_to_tensor(images)
+        variants = {name: (lambda r=r: r.infer(keras_x)) for name, r in keras_models.items()}
+        if worker:
+            worker.ask(cmd="data", task="inference", batch=batch, size=size, seed=batch)
+            variants.update({name: worker.variant(name, "inference") for name in torch_names})
+        common.log(f"inference, batch {batch}")
+        times = common.interleaved(variants, args.rounds, _reps(args.reps, batch), warmup=3, log=common.log)
+        record("inference", batch, times)
+        save()
+
+    if args.train_batch:
+        batch = args.train_batch
+        images = rng.uniform(-2, 2, (batch, size, size, 3)).astype("float32")
+        labels = rng.integers(0, 1000, batch)
+        keras_x = keras.ops.convert_to_tensor(images)
+        keras_y = keras.ops.convert_to_tensor(labels.astype("int32"))
+        variants = {name: (lambda r=r: r.train(keras_x, keras_y)) for name, r in keras_models.items()}
+        if worker:
+            worker.ask(cmd="data", task="training", batch=batch, size=size, seed=1000 + batch)
+            variants.update({name: worker.variant(name, "training") for name in torch_names})
+        common.log(f"training step, batch {batch}")
+        times = common.interleaved(variants, args.rounds, 1, warmup=2, log=common.log)
+        record("training", batch, times)
+    if worker:
+        worker.close()
+
+    save()
+    if not args.no_report:
+        from benchmarks import report
+
+        report.main([])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Writes benchmarks/RESULTS.md and benchmarks/results.png from results/*.json.
+
+    python -m benchmarks.report
+
+Every benchmark run saves a JSON file in benchmarks/results/ (named by
+benchmark, backend, device and dtype; a rerun replaces its file) and calls
+this script. Hand-written analysis in benchmarks/analysis.md is appended.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {
+    "layer_xla": 1.5,
+    "layer_eager": 2.5,
+    "resnet_inference_b8": 1.03,
+    "resnet_training": 1.05,
+}
+
+
+def load(results_dir):
+    runs = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        data = json.loads(path.read_text())
+        data["_file"] = path.name
+        runs.append(data)
+    return runs
+
+
+def fmt_ratio(s):
+    return f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]"
+
+
+def machine_line(m):
+    versions = ", ".join(f"{k} {m[k]}" for k in ("python", "keras", "tensorflow", "jax", "torch") if m.get(k))
+    gpu = f"; GPU: {m['gpu']}" if m.get("gpu") else ""
+    return f"{m.get('cpu')} ({m.get('cpu_count')} logical cores){gpu}; Keras backend {m.get('keras_backend')}; {versions}"
+
+
+def layer_section(run):
+    lines = [
+        f"### Layer: `{run['_file']}`",
+        "",
+        f"Input {run['shape']} (channels_last), groups {run['groups']}, policy `{run['dtype']}`, "
+        f"{run['rounds']} interleaved rounds x {run['reps']} calls. Device: {run['machine'].get('device')}. "
+        f"Machine: {machine_line(run['machine'])}.",
+        f"Max |new - before| / max |before| on this input: {run.get('max_rel_diff_new_vs_before', float('nan')):.1e}.",
+        "",
+        "Time relative to `x * y` on the same tensor, same mode and pass: median [min-max] over rounds "
+        "(absolute median in ms in parentheses).",
+        "",
+    ]
+    results = run["results"]
+    variants = []
+    for r in results.values():
+        if r["variant"] not in variants and r["variant"] != "x*y":
+            variants.append(r["variant"])
+    lines.append("| mode | pass | `x*y` ms | " + " | ".join(variants) + " |")
+    lines.append("|---|---|---|" + "---|" * len(variants))
+    rows = []
+    for r in results.values():
+        if (r["mode"], r["pass"]) not in rows:
+            rows.append((r["mode"], r["pass"]))
+    for mode, kind in rows:
+        base = results.get(f"{mode}|{kind}|x*y")
+        cells = []
+        for v in variants:
+            r = results.get(f"{mode}|{kind}|{v}")
+            cells.append(f"{fmt_ratio(r['ratio_vs_xy'])} ({r['time_s']['median'] * 1e3:.1f})" if r else "-")
+        lines.append(f"| {mode} | {kind} | {base['time_s']['median'] * 1e3:.1f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def resnet_section(run):
+    lines = [
+        f"### ResNet-{run['depth']}: `{run['_file']}`",
+        "",
+        f"{run['size']}x{run['size']}, policy `{run['dtype']}`, {run['rounds']} interleaved rounds"
+        f"{', whole model XLA-compiled' if run.get('jit') else ''}. Machine: {machine_line(run['machine'])}.",
+        "",
+        "| task | batch | ratio | median [min-max] |",
+        "|---|---|---|---|",
+    ]
+    times = []
+    for r in run["results"].values():
+        if "ratio" in r:
+            lines.append(f"| {r['task']} | {r['batch']} | {r['ratio']} | {fmt_ratio(r['summary'])} |")
+        else:
+            times.append(r)
+    lines += ["", "Absolute medians (ms): " + "; ".join(
+        f"{r['task']} b{r['batch']} {r['variant']} {r['time_s']['median'] * 1e3:.0f}" for r in times
+    ), ""]
+    return lines
+
+
+def targets_section(runs):
+    lines = [
+        "## Targets (issue 5), CPU float32",
+        "",
+        "| target | measured (median [min-max]) | met? | source |",
+        "|---|---|---|---|",
+    ]
+
+    def add(label, summary, limit, source, strict=False):
+        if summary is None:
+            lines.append(f"| {label} | not measured | - | - |")
+            return
+        ok = summary["median"] < limit if strict else summary["median"] <= limit
+        lines.append(f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) | `{source}` |")
+
+    cpu_layer = [r for r in runs if r["benchmark"] == "layer" and r["machine"].get("device") == "cpu"
+                 and r["dtype"] == "float32" and r["machine"].get("keras_backend") == "tensorflow"]
+    cpu_resnet = [r for r in runs if r["benchmark"] == "resnet" and not r["machine"].get("gpu")
+                  and r["dtype"] == "float32" and not r.get("jit")]
+    layer = cpu_layer[0] if cpu_layer else None
+    resnet = cpu_resnet[0] if cpu_resnet else None
+
+    def layer_ratio(mode, kind="fwd"):
+        if not layer:
+            return None
+        r = layer["results"].get(f"{mode}|{kind}|SGE")
+        return r["ratio_vs_xy"] if r else None
+
+    def resnet_ratio(task, batch, ratio):
+        if not resnet:
+            return None
+        r = resnet["results"].get(f"{task}|{batch}|{ratio}")
+        return r["summary"] if r else None
+
+    src_l = layer["_file"] if layer else "-"
+    src_r = resnet["_file"] if resnet else "-"
+    add("one SGE layer / `x*y`, XLA, forward: <= 1.5", layer_ratio("xla"), 1.5, src_l)
+    add("one SGE layer / `x*y`, eager, forward: <= 2.5", layer_ratio("eager"), 2.5, src_l)
+    add("SGE-ResNet-50 / ResNet-50 inference, batch 8: <= 1.03",
+        resnet_ratio("inference", 8, "Keras SGE-ResNet / Keras ResNet"), 1.03, src_r)
+    train_batch = None
+    if resnet:
+        for r in resnet["results"].values():
+            if r.get("task") == "training":
+                train_batch = r["batch"]
+    add(f"SGE-ResNet-50 / ResNet-50 training step (batch {train_batch}): <= 1.05",
+        resnet_ratio("training", train_batch, "Keras SGE-ResNet / Keras ResNet"), 1.05, src_r)
+    add("our SGE-ResNet-50 / PyTorch reference, inference batch 8: < 1",
+        resnet_ratio("inference", 8, "Keras SGE-ResNet / PyTorch SGE-ResNet"), 1.0, src_r, strict=True)
+    add(f"our SGE-ResNet-50 / PyTorch reference, training step (batch {train_batch}): <= 1",
+        resnet_ratio("training", train_batch, "Keras SGE-ResNet / PyTorch SGE-ResNet"), 1.0, src_r)
+    lines.append("")
+    return lines
+
+
+def plot(runs, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    layer_runs = [r for r in runs if r["benchmark"] == "layer"]
+    resnet_runs = [r for r in runs if r["benchmark"] == "resnet"]
+    panels = len(layer_runs) + len(resnet_runs)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 3.4 * panels), squeeze=False)
+    axes = axes[:, 0]
+    i = 0
+    for run in layer_runs:
+        ax = axes[i]
+        i += 1
+        entries = [r for r in run["results"].values() if r["variant"] != "x*y"]
+        labels = [f"{r['mode']} {r['pass']}\n{r['variant']}" for r in entries]
+        med = [r["ratio_vs_xy"]["median"] for r in entries]
+        err = [[m - r["ratio_vs_xy"]["min"] for m, r in zip(med, entries)],
+               [r["ratio_vs_xy"]["max"] - m for m, r in zip(med, entries)]]
+        colors = ["tab:gray" if "before" in r["variant"] else "tab:orange" if "ops" in r["variant"] else "tab:blue"
+                  for r in entries]
+        ax.bar(range(len(med)), med, yerr=err, color=colors, capsize=3)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(med)))
+        ax.set_xticklabels(labels, fontsize=6, rotation=60, ha="right")
+        ax.set_ylabel("time / x*y")
+        ax.set_title(f"SGE layer {run['shape']} {run['dtype']} on {run['machine'].get('device')} "
+                     f"({run['machine'].get('keras_backend')}); grey = before, blue = now", fontsize=9)
+    for run in resnet_runs:
+        ax = axes[i]
+        i += 1
+        entries = [r for r in run["results"].values() if "ratio" in r]
+        labels = [f"{r['task']} b{r['batch']}\n{r['ratio']}" for r in entries]
+        med = [r["summary"]["median"] for r in entries]
+        err = [[m - r["summary"]["min"] for m, r in zip(med, entries)],
+               [r["summary"]["max"] - m for m, r in zip(med, entries)]]
+        colors = ["tab:gray" if "(before) / Keras ResNet" in r["ratio"] else
+                  "tab:green" if "PyTorch SGE-ResNet / PyTorch ResNet" in r["ratio"] else
+                  "tab:purple" if r["ratio"].endswith("PyTorch SGE-ResNet") or r["ratio"].endswith("PyTorch ResNet")
+                  else "tab:blue" for r in entries]
+        ax.bar(range(len(med)), med, yerr=err, color=colors, capsize=3)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(med)))
+        ax.set_xticklabels(labels, fontsize=5.5, rotation=60, ha="right")
+        ax.set_ylabel("time ratio")
+        gpu = run["machine"].get("gpu")
+        ax.set_title(f"ResNet-{run['depth']} {run['dtype']} on {gpu or 'CPU'} ({run['machine'].get('keras_backend')})",
+                     fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results-dir", default=str(HERE / "results"))
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args(argv)
+    runs = load(args.results_dir)
+    lines = [
+        "# SGE benchmarks",
+        "",
+        "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json` (written by",
+        "`benchmarks/bench_layer.py` and `benchmarks/bench_resnet.py`; rerun them from the repository root).",
+        "All variants of a table ran interleaved in one process; ratios are per round, given as",
+        "median [min-max] over the rounds. The CPU runs are on a shared, noisy 2-core machine.",
+        "`before` is the layer before issue 5 (`benchmarks/baseline_sge.py`).",
+        "",
+        "![results](results.png)",
+        "",
+    ]
+    lines += targets_section(runs)
+    lines += ["## Measurements", ""]
+    for run in runs:
+        lines += layer_section(run) if run["benchmark"] == "layer" else resnet_section(run)
+    analysis = HERE / "analysis.md"
+    if analysis.exists():
+        lines += ["", analysis.read_text()]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    png = plot(runs, Path(args.out).parent / "results.png")
+    print(f"wrote {args.out}" + (f" and {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    main()
