@@ -72,8 +72,8 @@ def layer_section(run):
         cells = []
         for v in variants:
             r = results.get(f"{mode}|{kind}|{v}")
-            cells.append(f"{fmt_ratio(r['ratio_vs_xy'])} ({r['time_s']['median'] * 1e3:.1f})" if r else "-")
-        lines.append(f"| {mode} | {kind} | {base['time_s']['median'] * 1e3:.1f} | " + " | ".join(cells) + " |")
+            cells.append(f"{fmt_ratio(r['ratio_vs_xy'])} ({r['time_s']['median'] * 1e3:.3g})" if r else "-")
+        lines.append(f"| {mode} | {kind} | {base['time_s']['median'] * 1e3:.3g} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
@@ -95,7 +95,7 @@ def resnet_section(run):
         else:
             times.append(r)
     lines += ["", "Absolute medians (ms): " + "; ".join(
-        f"{r['task']} b{r['batch']} {r['variant']} {r['time_s']['median'] * 1e3:.0f}" for r in times
+        f"{r['task']} b{r['batch']} {r['variant']} {r['time_s']['median'] * 1e3:.4g}" for r in times
     ), ""]
     return lines
 
@@ -113,7 +113,7 @@ def targets_section(runs):
             lines.append(f"| {label} | not measured | - | - |")
             return
         ok = summary["median"] < limit if strict else summary["median"] <= limit
-        lines.append(f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) | `{source}` |")
+        lines.append(f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) | `{source}` (load {load(source)}) |")
 
     cpu_layer = [r for r in runs if r["benchmark"] == "layer" and r["machine"].get("device") == "cpu"
                  and r["dtype"] == "float32" and r["machine"].get("keras_backend") == "tensorflow"]
@@ -134,6 +134,13 @@ def targets_section(runs):
         r = resnet["results"].get(f"{task}|{batch}|{ratio}")
         return r["summary"] if r else None
 
+    def load(source):
+        for r in runs:
+            if r["_file"] == source:
+                value = r["machine"].get("load_average_at_start")
+                return f"{value:.1f}" if value is not None else "?"
+        return "?"
+
     src_l = layer["_file"] if layer else "-"
     src_r = resnet["_file"] if resnet else "-"
     add("one SGE layer / `x*y`, XLA, forward: <= 1.5", layer_ratio("xla"), 1.5, src_l)
@@ -151,7 +158,12 @@ def targets_section(runs):
         resnet_ratio("inference", 8, "Keras SGE-ResNet / PyTorch SGE-ResNet"), 1.0, src_r, strict=True)
     add(f"our SGE-ResNet-50 / PyTorch reference, training step (batch {train_batch}): <= 1",
         resnet_ratio("training", train_batch, "Keras SGE-ResNet / PyTorch SGE-ResNet"), 1.0, src_r)
-    lines.append("")
+    lines += [
+        "",
+        "`load` is the 1-minute load average when the run started (2 cores). PyTorch (OpenMP) slows down",
+        "far more than TensorFlow under load, so the PyTorch rows depend on it (see the notes below).",
+        "",
+    ]
     return lines
 
 
@@ -185,7 +197,8 @@ def plot(runs, path):
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(med)))
         ax.set_xticklabels(labels, fontsize=6, rotation=60, ha="right")
-        ax.set_ylabel("time / x*y")
+        ax.set_yscale("log")
+        ax.set_ylabel("time / x*y (log)")
         ax.set_title(f"SGE layer {run['shape']} {run['dtype']} on {run['machine'].get('device')} "
                      f"({run['machine'].get('keras_backend')}); grey = before, blue = now", fontsize=9)
     for run in resnet_runs:
