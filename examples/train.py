@@ -1,0 +1,308 @@
+"""Trains an SGE-ResNet with the paper's recipe, on one machine or several.
+
+With no `--data`, trains SGE-ResNet-18 at 32x32 on scikit-learn's
+handwritten digits (shipped inside its wheel) for a few epochs: a complete
+run in minutes on a laptop CPU. With `--data DIR` (an ImageNet-layout
+folder), trains SGE-ResNet-50 with the paper's recipe.
+
+    python examples/train.py                        # digits, ~1 minute
+    python examples/train.py --data /imagenet       # every visible GPU
+    python examples/train.py --cpu-devices 2        # mirrored, no GPU
+
+Several machines: set `TF_CONFIG` on each (see the README) and run the same
+command everywhere. A killed run resumes from its last backup when started
+again with the same `--output-dir`.
+
+At the end the script evaluates, saves `model.keras` and exports a
+SavedModel that serves raw JPEG/PNG bytes or uint8 images without keras_sge.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+# tf.distribute and the SavedModel export need the TensorFlow backend.
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_sge import applications  # noqa: E402
+from keras_sge.training import backup  # noqa: E402
+from keras_sge.training import data  # noqa: E402
+from keras_sge.training import distribute  # noqa: E402
+from keras_sge.training import export  # noqa: E402
+from keras_sge.training import loop  # noqa: E402
+from keras_sge.training import recipe  # noqa: E402
+
+ARCHS = {
+    "resnet18": applications.SGEResNet18,
+    "resnet34": applications.SGEResNet34,
+    "resnet50": applications.SGEResNet50,
+    "resnet101": applications.SGEResNet101,
+    "resnet152": applications.SGEResNet152,
+}
+# Defaults that depend on the data: the paper's recipe for an image folder,
+# a few quick epochs for the embedded digits (8x8 images upsampled to 32x32;
+# flipping a digit changes its meaning, and small crops erase it).
+DEFAULTS = {
+    "folder": dict(arch="resnet50", image_size=224, epochs=100, batch_size=256, crop_scale=0.08, flip=True, save_steps=1000),
+    "digits": dict(arch="resnet18", image_size=32, epochs=4, batch_size=32, crop_scale=0.5, flip=False, save_steps=20),
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the data-dependent ones (given in the text)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports usage errors in one line, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser():
+    p = OneLineParser(
+        prog="train.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
+        epilog=(
+            "Defaults marked [folder ..., digits ...] depend on whether --data is given. "
+            "Several machines: set TF_CONFIG on each (cluster and task) and run the same command; "
+            "they train with MultiWorkerMirroredStrategy. Rerun a killed run with the same "
+            "--output-dir to resume it from its last backup."
+        ),
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="DIR", help="ImageNet-layout folder: DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (JPEG/PNG/GIF/BMP, checked at start). Default: scikit-learn's digits, embedded")
+    d.add_argument("--image-size", type=int, help="side of the square training and eval images [folder 224, digits 32]")
+    d.add_argument("--crop-scale", type=float, metavar="MIN", help="smallest area fraction of the random-resized crop (the paper: 0.08); 1 = no crop [folder 0.08, digits 0.5]")
+    d.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips [folder on, digits off]")
+    d.add_argument("--cache-mb", type=float, default=1024, help="in-memory cache budget per split, MB: training files whose total size fits are kept encoded in memory; the val set is cached decoded if it fits (0: off)")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", choices=sorted(ARCHS, key=lambda a: int(a[6:])), help="ResNet depth [folder resnet50, digits resnet18]")
+    m.add_argument("--groups", type=int, default=64, help="SGE groups per block; 0 trains the plain ResNet (the ablation baseline)")
+    m.add_argument("--weights", metavar="FILE", help="initial weights: a .keras / .weights.h5 file or a PyTorch checkpoint (.pth / .pth.tar)")
+    m.add_argument("--sync-bn", action="store_true", help="synchronise BatchNormalization's batch statistics across replicas")
+    m.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="compute in mixed_float16 (with loss scaling) or mixed_bfloat16; variables stay float32")
+
+    r = p.add_argument_group("recipe (the paper: SGD momentum 0.9, lr 0.1 per 256 images, L2 1e-4 on all weights, 100 epochs, x0.1 at 30/60/90)")
+    r.add_argument("--epochs", type=int, help="epochs [folder 100, digits 4]")
+    r.add_argument("--batch-size", type=int, help="GLOBAL batch, over all replicas of all workers; must divide by the replica count [folder 256, digits 32]")
+    r.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: train images // batch size)")
+    r.add_argument("--base-lr", type=float, default=0.1, help="learning rate per 256 images; the run uses base-lr * batch-size / 256")
+    r.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    r.add_argument("--weight-decay", type=float, default=1e-4, help="torch-style COUPLED weight decay, as in the paper: an L2 penalty wd/2*|w|^2 on every trainable weight (kernels, biases, BN and SGE scales and shifts), i.e. wd*w added to each gradient")
+    r.add_argument("--decoupled-weight-decay", type=float, default=0.0, help="Keras optimizer `weight_decay`: DECOUPLED (SGDW-style, w -= lr*wd*w each step, outside momentum); not the paper's")
+    r.add_argument("--lr-schedule", choices=["step", "cosine", "constant"], default="step", help="step: x0.1 at each of --lr-decay-epochs; cosine: to 0 at the end")
+    r.add_argument("--lr-decay-epochs", type=_int_list, default="30,60,90", metavar="E1,E2,...", help="epochs of the step schedule's x0.1 decays")
+    r.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warmup from 0, in epochs (any schedule)")
+    r.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    r.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order and augmentation")
+
+    run = p.add_argument_group("run")
+    run.add_argument("--output-dir", metavar="DIR", help="where everything is written (default: runs/<model>-<data>); rerunning with the same directory resumes")
+    run.add_argument("--save-steps", type=int, help="backup interval in steps (also at every epoch end); a kill loses at most this much [folder 1000, digits 20]")
+    run.add_argument("--fresh", action="store_true", help="ignore existing backups in --output-dir and start from step 0")
+    run.add_argument("--evaluate-only", action="store_true", help="evaluate --weights (or a fresh model) on the val split and exit")
+    run.add_argument("--cpu-devices", type=int, default=0, metavar="N", help="split the CPU into N logical devices and mirror over them (MirroredStrategy without GPUs)")
+    run.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads per process (0: TensorFlow's default)")
+    run.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output (0 silent, 1 bar, 2 one line per epoch)")
+    return p
+
+
+def _int_list(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def parse_args(argv=None):
+    """Parses `argv`, fills the data-dependent defaults, checks the values."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, value in DEFAULTS["folder" if args.data else "digits"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    checks = [
+        (args.image_size >= 8, "--image-size must be at least 8"),
+        (args.batch_size >= 1 and args.epochs >= 1, "--batch-size and --epochs must be positive"),
+        (0 < args.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
+        (args.save_steps >= 1, "--save-steps must be positive"),
+        (args.groups >= 0, "--groups must be >= 0"),
+        (args.weights is None or os.path.isfile(args.weights), f"--weights file not found: {args.weights}"),
+        (not args.steps_per_epoch or args.steps_per_epoch > 0, "--steps-per-epoch must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    if args.output_dir is None:
+        model = f"{'sge_' if args.groups else ''}{args.arch}"
+        args.output_dir = os.path.join("runs", f"{model}-{os.path.basename(os.path.normpath(args.data)) if args.data else 'digits'}")
+    return args
+
+
+def load_data(args):
+    return data.scan_image_folder(args.data) if args.data else data.load_digits(args.image_size)
+
+
+def build_model(args, num_classes):
+    """The compiled model, its optimizer built; call under strategy.scope()."""
+    keras.utils.set_random_seed(args.seed)
+    model = ARCHS[args.arch](
+        weights=args.weights,
+        input_shape=(args.image_size, args.image_size, 3),
+        classes=num_classes,
+        groups=args.groups or None,
+        synchronized_bn=args.sync_bn,
+    )
+    recipe.add_l2_penalty(model, args.weight_decay)
+    peak_lr = recipe.scaled_learning_rate(args.batch_size, args.base_lr)
+    schedule = recipe.learning_rate_schedule(
+        peak_lr, args.steps_per_epoch, args.epochs, args.lr_schedule, args.lr_decay_epochs, args.warmup_epochs
+    )
+    recipe.compile_model(model, recipe.sgd(schedule, args.momentum, args.decoupled_weight_decay), args.label_smoothing)
+    model.optimizer.build(model.trainable_variables)
+    print(f"Model: {model.name}, {model.count_params():,} parameters; peak learning rate {peak_lr:g}")
+    return model
+
+
+def make_inputs(args, dataset, strategy):
+    """The run's distributed training stream and validation set."""
+    pipeline = data.Pipeline(
+        image_size=args.image_size,
+        num_classes=len(dataset.class_names),
+        seed=args.seed,
+        crop_scale=None if args.crop_scale == 1 else (args.crop_scale, 1.0),
+        flip=args.flip,
+        cache_bytes=int(args.cache_mb * 2**20),
+    )
+
+    def train_data(start_step):
+        def dataset_fn(context):
+            print(
+                f"Input pipeline {context.input_pipeline_id} of {context.num_input_pipelines}: "
+                f"per-replica batch {context.get_per_replica_batch_size(args.batch_size)}, from step {start_step}",
+                flush=True,
+            )
+            return pipeline.train(dataset.train, context, args.batch_size, args.steps_per_epoch, start_step)
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    val_data = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.evaluate(dataset.val, context, args.batch_size)
+    )
+    return loop.Inputs(train_data, val_data, args.steps_per_epoch, data.eval_steps(len(dataset.val), args.batch_size))
+
+
+def chief_callbacks(args, start_step, best):
+    """Callbacks writing the run's shared files: the chief's alone.
+
+    `best` is the best val accuracy before a resume (-inf if none), so a
+    resumed run only replaces `best.keras` with a better model.
+    """
+    return [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(args.output_dir, "best.keras"),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best if best > -float("inf") else None,
+        ),
+        keras.callbacks.CSVLogger(os.path.join(args.output_dir, "log.csv"), append=start_step > 0),
+        keras.callbacks.TensorBoard(os.path.join(args.output_dir, "tensorboard")),
+    ]
+
+
+def setup(args):
+    """Everything that may fail on bad input, before any long work."""
+    distribute.configure_runtime(args.cpu_devices, args.threads)
+    dataset = load_data(args)
+    if args.mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
+    strategy = distribute.make_strategy(args.cpu_devices)
+    print(distribute.describe(strategy), flush=True)
+    print(f"Data: {dataset.describe()}")
+    distribute.check_global_batch(args.batch_size, strategy.num_replicas_in_sync)
+    max_steps = len(dataset.train) // args.batch_size
+    if max_steps < 1:
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(dataset.train)} training images")
+    if (args.steps_per_epoch or 0) > max_steps:
+        raise ValueError(f"--steps-per-epoch {args.steps_per_epoch} exceeds one pass over the data ({max_steps})")
+    args.steps_per_epoch = args.steps_per_epoch or max_steps
+    with strategy.scope():
+        model = build_model(args, len(dataset.class_names))
+    return dataset, strategy, model
+
+
+def train(args, strategy, model, inputs):
+    """Trains from the last backup (if any) to the end of the run."""
+    backups = backup.Backup(os.path.join(args.output_dir, "backup"), model, strategy)
+    start_step = 0 if args.fresh else backups.restore()
+    total = args.epochs * args.steps_per_epoch
+    if start_step:
+        print(f"Resumed from backup at step {start_step} (epoch {start_step // args.steps_per_epoch + 1}), {backups.directory}")
+    callbacks = [backup.BackupCallback(backups, start_step, args.save_steps, args.steps_per_epoch)]
+    if distribute.is_chief(strategy):
+        callbacks += chief_callbacks(args, start_step, float(backups.best.numpy()))
+    start = time.time()
+    if start_step < total:
+        loop.train(model, strategy, inputs, args.epochs, start_step, callbacks, args.verbose)
+    print(f"Trained steps {start_step}-{total} in {time.time() - start:.1f} s")
+
+
+def finish(args, dataset, strategy, model, inputs):
+    """Evaluates; the chief saves the model and exports the SavedModel."""
+    report(loop.evaluate(model, strategy, inputs, verbose=min(args.verbose, 1)))
+    if not distribute.is_chief(strategy):
+        return
+    keras_path = os.path.join(args.output_dir, "model.keras")
+    model.save(keras_path)
+    saved_model = os.path.join(args.output_dir, "saved_model")
+    export.export_saved_model(model, saved_model, dataset.class_names, args.image_size)
+    print("Wrote:")
+    for what, path in [
+        ("final model", keras_path),
+        ("best model", os.path.join(args.output_dir, "best.keras")),
+        ("SavedModel (serves encoded images or uint8 batches)", saved_model),
+        ("per-epoch CSV log", os.path.join(args.output_dir, "log.csv")),
+        ("TensorBoard logs", os.path.join(args.output_dir, "tensorboard")),
+        ("backups", os.path.join(args.output_dir, "backup")),
+    ]:
+        print(f"  {what}: {os.path.abspath(path)}")
+
+
+def report(results):
+    print("Validation: " + ", ".join(f"{name} {value:.4f}" for name, value in results.items()), flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        dataset, strategy, model = setup(args)
+    except (ValueError, OSError) as error:
+        # Bad arguments or data: one line, not a traceback.
+        print(f"train.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    inputs = make_inputs(args, dataset, strategy)
+    if args.evaluate_only:
+        report(loop.evaluate(model, strategy, inputs, verbose=min(args.verbose, 1)))
+        return 0
+    os.makedirs(args.output_dir, exist_ok=True)
+    train(args, strategy, model, inputs)
+    finish(args, dataset, strategy, model, inputs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

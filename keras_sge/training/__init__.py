@@ -1,0 +1,14 @@
+"""Reusable pieces of `examples/train.py`, the SGE-ResNet training script.
+
+- `data`: ImageNet-layout folders and the embedded digits set, and the
+  resumable, shardable `tf.data` pipeline.
+- `distribute`: strategy selection (`MirroredStrategy`,
+  `MultiWorkerMirroredStrategy`, logical CPU devices).
+- `recipe`: the paper's optimizer, weight decay and learning-rate schedules.
+- `loop`: `model.fit`, or a custom loop over `strategy.run` where `fit`
+  does not work (several workers).
+- `backup`: step-level backups that survive `SIGKILL`.
+- `export`: the servable SavedModel.
+
+These modules need the TensorFlow backend.
+"""

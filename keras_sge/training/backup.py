@@ -1,0 +1,144 @@
+"""Fault tolerance: step-level backups that survive a kill at any moment.
+
+Keras's `BackupAndRestore` resumes at epoch granularity, overwrites one file
+in place and has no per-worker handling. This module builds on TensorFlow's
+own checkpointing instead:
+
+- `tf.train.CheckpointManager` writes a numbered checkpoint (its data files
+  are first written under a temporary name, then renamed) and only then
+  records it in the directory's `checkpoint` state file, itself replaced
+  atomically. A process killed while saving therefore leaves the previous
+  checkpoint as the latest one; the two newest are kept.
+- Each worker writes to its own directory (`<backup_dir>/worker-<i>`), so no
+  two processes ever write the same file, and on restart the workers agree on
+  the newest step that all of them have (`restore`).
+- A backup holds the model's and optimizer's variables, the global step
+  (which also fixes the input pipeline's position, see `data.py`) and the
+  best validation accuracy so far.
+"""
+
+import math
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from keras_sge.training import distribute
+
+
+class Backup:
+    """The backups of one worker.
+
+    Args:
+        directory: the run's backup directory; this worker uses a
+            subdirectory of its own.
+        model: a compiled model whose optimizer is built.
+        strategy: the run's strategy (names this worker's subdirectory).
+        max_to_keep: how many checkpoints to keep (at least 2, so that a
+            checkpoint all workers have survives one worker's failed save).
+    """
+
+    def __init__(self, directory, model, strategy, max_to_keep=2):
+        self.strategy = strategy
+        self.directory = os.path.join(directory, _worker_name(strategy))
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
+        # Variables listed in a fixed order rather than the model object:
+        # tracking the model would also save its metrics' state.
+        self._checkpoint = tf.train.Checkpoint(
+            model=list(model.variables),
+            optimizer=list(model.optimizer.variables),
+            step=self.step,
+            best=self.best,
+        )
+        self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory, max_to_keep=max(2, max_to_keep))
+
+    def save(self, step):
+        self.step.assign(step)
+        return self._manager.save(checkpoint_number=step)
+
+    def restore(self):
+        """Restores the newest usable backup; returns its step (0 if none).
+
+        With several workers, all restore the same step: the newest that
+        every worker has (one may have been killed while saving).
+        """
+        available = {_step_of(path): path for path in self._manager.checkpoints}
+        step = max(available, default=0)
+        if distribute.is_multi_worker(self.strategy):
+            step = _min_across_workers(self.strategy, step)
+        for candidate in sorted((s for s in available if s <= step), reverse=True):
+            try:
+                self._checkpoint.restore(available[candidate]).assert_consumed()
+                return candidate
+            except (tf.errors.OpError, AssertionError, ValueError) as error:
+                if distribute.is_multi_worker(self.strategy):
+                    raise  # Falling back alone would desynchronise the workers.
+                print(f"Skipping unreadable backup {available[candidate]}: {error}")
+        return 0
+
+
+class BackupCallback(keras.callbacks.Callback):
+    """Saves a backup every `save_steps` steps and at the end of every epoch.
+
+    The epoch-end backup is written after validation, so it carries the
+    updated best accuracy; a backup due on an epoch's last step waits for
+    it.
+
+    Args:
+        backup: a `Backup`.
+        start_step: the global step training starts (or resumes) at.
+        save_steps: the interval between backups, in steps.
+        steps_per_epoch: steps per epoch.
+        monitor: the logged metric whose best value is kept.
+    """
+
+    def __init__(self, backup, start_step, save_steps, steps_per_epoch, monitor="val_accuracy"):
+        super().__init__()
+        self.backup = backup
+        self.step = start_step
+        self.save_steps = save_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.monitor = monitor
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.save_steps == 0 and self.step % self.steps_per_epoch:
+            self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.backup.best.numpy():
+            self.backup.best.assign(value)
+        self._save()
+
+    def _save(self):
+        path = self.backup.save(self.step)
+        print(f"\nBackup saved at step {self.step}: {path}", flush=True)
+
+
+def _worker_name(strategy):
+    if distribute.is_multi_worker(strategy):
+        resolver = strategy.cluster_resolver
+        return f"{resolver.task_type}-{resolver.task_id}"
+    return "worker-0"
+
+
+def _step_of(path):
+    return int(re.search(r"-(\d+)$", path).group(1))
+
+
+def _min_across_workers(strategy, value):
+    """The smallest of every worker's `value` (a collective: all must call)."""
+
+    @tf.function
+    def gather():
+        def replica_fn():
+            local = tf.constant([value], tf.int64)
+            return tf.distribute.get_replica_context().all_gather(local, axis=0)
+
+        return strategy.run(replica_fn)
+
+    gathered = strategy.experimental_local_results(gather())[0]
+    return int(tf.reduce_min(gathered))

@@ -1,0 +1,143 @@
+"""Training and evaluation drivers: `model.fit`, or a loop over `strategy.run`.
+
+On one machine (default strategy or `MirroredStrategy`) training is plain
+`model.fit`. Under `MultiWorkerMirroredStrategy`, Keras 3's `fit` and
+`evaluate` fail (keras-team/keras#20585, tensorflow/tensorflow#72388:
+Keras reduces a distributed batch eagerly to build the model, then reduces
+scalar metrics along axis 0). This module then runs TensorFlow's documented
+custom training loop instead, and keeps it as close to `fit` as possible:
+
+- the step is Keras's own `model.train_step` / `model.test_step` under
+  `strategy.run`: the same forward pass, loss (with the L2 penalties),
+  loss scaling, optimizer update and metrics as `fit`;
+- the data is the same distributed dataset;
+- the same Keras callbacks receive the same calls (progress bar, CSV,
+  TensorBoard, best-model checkpoint, backups).
+
+Metrics are read in cross-replica context, where Keras's metric variables
+(`synchronization="on_read"`, `aggregation="sum"`) sum over every replica of
+every worker, so the logged values are global and exact (the padding of
+the last validation batch has weight 0).
+
+`tests/examples/test_train_distributed.py` checks that `fit` still fails
+under `MultiWorkerMirroredStrategy`; when it starts passing, this module's
+custom loop can go.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from keras_sge.training import distribute
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The distributed data of a run.
+
+    Attributes:
+        train: `start_step -> distributed dataset`: the endless training
+            stream from that global step on.
+        val: the distributed validation dataset, repeated.
+        steps_per_epoch: training steps per epoch.
+        val_steps: batches in one pass over `val`.
+    """
+
+    train: callable
+    val: object
+    steps_per_epoch: int
+    val_steps: int
+
+
+def train(model, strategy, inputs, epochs, start_step, callbacks, verbose="auto"):
+    """Trains from global step `start_step` to the end of epoch `epochs`.
+
+    Args:
+        model: a compiled model, created under `strategy.scope()`.
+        strategy: the run's `tf.distribute.Strategy`.
+        inputs: the run's `Inputs`.
+        epochs: total epochs of the run.
+        start_step: where to start; mid-epoch when resuming a backup.
+        callbacks: Keras callbacks.
+        verbose: Keras verbosity.
+    """
+    if distribute.is_multi_worker(strategy):
+        return _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose)
+    steps = inputs.steps_per_epoch
+    epoch, done = divmod(start_step, steps)
+    fit = dict(validation_data=inputs.val, validation_steps=inputs.val_steps, callbacks=callbacks, verbose=verbose)
+    if done:
+        # Finish the interrupted epoch first: `fit` has no partial epochs.
+        model.fit(inputs.train(start_step), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps - done, **fit)
+        epoch += 1
+    if epoch < epochs:
+        model.fit(inputs.train(epoch * steps), initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps, **fit)
+
+
+def evaluate(model, strategy, inputs, verbose="auto"):
+    """Evaluates on the validation data; returns the metrics as a dict."""
+    if distribute.is_multi_worker(strategy):
+        return {name: float(value) for name, value in _evaluator(model, strategy, inputs)().items()}
+    return model.evaluate(inputs.val, steps=inputs.val_steps, verbose=verbose, return_dict=True)
+
+
+def _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose):
+    """`fit`'s protocol, driven by `strategy.run(model.train_step)`."""
+    steps_per_epoch = inputs.steps_per_epoch
+    callbacks = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=1 if verbose == "auto" else verbose,
+        epochs=epochs,
+        steps=steps_per_epoch,
+    )
+    train_step, evaluator = _train_step(model, strategy), _evaluator(model, strategy, inputs)
+    iterator = iter(inputs.train(start_step))
+    first_epoch, done = divmod(start_step, steps_per_epoch)
+    model.stop_training = False
+    logs = {}
+    callbacks.on_train_begin()
+    for epoch in range(first_epoch, epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        for step in range(done, steps_per_epoch):
+            callbacks.on_train_batch_begin(step)
+            logs = train_step(iterator)
+            callbacks.on_train_batch_end(step, logs)
+        done = 0
+        logs = {name: float(value) for name, value in logs.items()}
+        logs.update({f"val_{name}": float(value) for name, value in evaluator().items()})
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs)
+
+
+def _train_step(model, strategy):
+    """One distributed `model.train_step` on the next batch; global metrics."""
+
+    @tf.function
+    def run(iterator):
+        strategy.run(model.train_step, args=(next(iterator),))
+        return model.get_metrics_result()
+
+    return run
+
+
+def _evaluator(model, strategy, inputs):
+    """A full pass of `model.test_step` over the validation data."""
+
+    @tf.function
+    def run(iterator):
+        for _ in tf.range(inputs.val_steps):
+            strategy.run(model.test_step, args=(next(iterator),))
+        return model.get_metrics_result()
+
+    def evaluate():
+        model.reset_metrics()
+        return run(iter(inputs.val))
+
+    return evaluate

@@ -1,0 +1,70 @@
+"""Helpers to run `examples/train.py` in subprocesses, as a user would."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN_PY = os.path.join(REPO_ROOT, "examples", "train.py")
+
+# Small and quick: SGE-ResNet-18 at 32x32 on the embedded digits, one
+# TensorFlow thread per process, no progress bar.
+QUICK = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--verbose", "2"]
+
+
+def environment(**extra):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def start(args, env=None, script=None):
+    """Starts `train.py args` (or `python -c script args`); returns the Popen."""
+    command = [sys.executable, "-u"] + (["-c", script] if script else [TRAIN_PY]) + list(args)
+    return subprocess.Popen(
+        command,
+        env=env or environment(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run(args, env=None, timeout=300):
+    """Runs `train.py args` to completion; returns its output, checks success."""
+    process = start(args, env)
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"train.py {' '.join(args)} failed:\n{output[-4000:]}"
+    return output
+
+
+def free_ports(count):
+    """Ports that were free a moment ago (bound to port 0, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def tf_config(ports, index):
+    return json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+    )
+
+
+def final_weights(output_dir):
+    """The weights of a run's `model.keras`."""
+    import keras_sge  # noqa: F401  (registers SGE for loading)
+
+    model = keras.saving.load_model(os.path.join(output_dir, "model.keras"), compile=False)
+    return [np.asarray(w) for w in model.get_weights()]
