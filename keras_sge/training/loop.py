@@ -66,7 +66,8 @@ def train(model, strategy, inputs, epochs, start_step, callbacks, verbose="auto"
         return _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose)
     steps = inputs.steps_per_epoch
     epoch, done = divmod(start_step, steps)
-    fit = dict(validation_data=inputs.val, validation_steps=inputs.val_steps, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: the stream is already shuffled, deterministically.
+    fit = dict(validation_data=inputs.val, validation_steps=inputs.val_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
     if done:
         # Finish the interrupted epoch first: `fit` has no partial epochs.
         model.fit(inputs.train(start_step), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps - done, **fit)
