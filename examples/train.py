@@ -263,7 +263,7 @@ def train(args, strategy, model, inputs):
 
 def finish(args, dataset, strategy, model, inputs):
     """Evaluates; the chief saves the model and exports the SavedModel."""
-    report(loop.evaluate(model, strategy, inputs, verbose=min(args.verbose, 1)))
+    report(loop.evaluate(model, strategy, inputs, verbose=args.verbose))
     if not distribute.is_chief(strategy):
         return
     keras_path = os.path.join(args.output_dir, "model.keras")
@@ -296,7 +296,7 @@ def main(argv=None):
         return 2
     inputs = make_inputs(args, dataset, strategy)
     if args.evaluate_only:
-        report(loop.evaluate(model, strategy, inputs, verbose=min(args.verbose, 1)))
+        report(loop.evaluate(model, strategy, inputs, verbose=args.verbose))
         return 0
     os.makedirs(args.output_dir, exist_ok=True)
     train(args, strategy, model, inputs)
