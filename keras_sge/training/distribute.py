@@ -55,12 +55,6 @@ def is_multi_worker(strategy):
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def task_id(strategy):
-    """This worker's index in the cluster (0 on one machine)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return (resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
-
-
 def is_chief(strategy):
     """Whether this process writes the run's shared outputs."""
     return strategy.extended.should_checkpoint
