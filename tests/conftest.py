@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "tensorflow_only: needs the TensorFlow backend (SavedModel, tf.distribute)")
     config.addinivalue_line("markers", "needs_torch: compares with the PyTorch reference")
+    config.addinivalue_line("markers", "slow: runs examples/train.py in subprocesses (tens of seconds)")
 
 
 def pytest_collection_modifyitems(config, items):
