@@ -18,12 +18,13 @@ pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip build
 
 # An unpinned torch from PyPI is a multi-GB CUDA build. Prefer the CPU build:
-# a local wheel where the machine has one (this project's CI machines keep
-# torch 2.13.0+cpu in /opt/wheels), else PyTorch's CPU index.
+# the local wheel this project's CI machines keep (torch 2.13.0+cpu, found
+# through pip's find-links), else PyTorch's CPU index, else PyPI's default.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  pip install -q "torch==2.13.0" --only-binary=:all: --no-index --find-links /opt/wheels 2>/dev/null \
-    || pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
-    || pip install -q "torch==2.13.0"
+  pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+    || pip install -q --retries 1 --timeout 20 torch --index-url https://download.pytorch.org/whl/cpu \
+      --extra-index-url https://pypi.org/simple \
+    || pip install -q "torch>=2.5"
 fi
 
 rm -rf dist
