@@ -1,6 +1,7 @@
 """keras_sge: Spatial Group-wise Enhance (SGE) for Keras 3.
 
-- `keras_sge.SGE`: the layer.
+- `keras_sge.SGE`: the layer; `keras_sge.no_xla()`: export SavedModels
+  without XLA clusters (for TensorFlow Serving).
 - `keras_sge.applications`: SGE-ResNet-18/34/50/101/152, preprocessing,
   ImageNet labels, C2-C5 features, official PyTorch checkpoints on load.
 - `keras_sge.convert`: `python -m keras_sge.convert SRC DST` turns an
@@ -14,11 +15,12 @@ The submodules load on first use, so `import keras_sge` stays light.
 import importlib
 
 from keras_sge.layers.sge import SGE
+from keras_sge.layers.sge_ops import no_xla
 from keras_sge.version import __version__
 
 _LAZY_SUBMODULES = ("applications", "convert", "inspect", "plotting", "training")
 
-__all__ = ["SGE", "__version__", *_LAZY_SUBMODULES]
+__all__ = ["SGE", "no_xla", "__version__", *_LAZY_SUBMODULES]
 
 
 def __getattr__(name):

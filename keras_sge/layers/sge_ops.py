@@ -32,6 +32,7 @@ reference's NCHW view does. All statistics are float32; the output is in the
 input's dtype.
 """
 
+import contextlib
 import functools
 
 import keras
@@ -56,6 +57,30 @@ def set_compilation(enabled):
 
 def compilation_enabled():
     return _COMPILE
+
+
+@contextlib.contextmanager
+def no_xla():
+    """SGE layers traced inside this block use plain backend ops, no XLA.
+
+    On TensorFlow the fast path nests an XLA-compiled function in every
+    graph that calls the layer, and an exported SavedModel keeps it
+    (`_XlaMustCompile`). Python TensorFlow runs such a model, but TensorFlow
+    Serving does not JIT-compile XLA by default (its
+    `--xla_cpu_compilation_enabled` flag is off; tensorflow/serving#2214),
+    nor do converters such as TFLite. Export inside this block for a graph
+    of plain TensorFlow ops; the numbers are the same to float32 rounding.
+
+    ```python
+    with keras_sge.no_xla():
+        model.export("saved_model")
+    ```
+    """
+    previous = set_compilation(False)
+    try:
+        yield
+    finally:
+        set_compilation(previous)
 
 
 class _Layout:

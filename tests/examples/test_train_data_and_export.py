@@ -73,6 +73,9 @@ def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(train_s
     for path in ("model.keras", "best.keras", "log.csv", "saved_model/saved_model.pb", "backup/worker-0/checkpoint"):
         assert os.path.exists(os.path.join(out, path)), path
         assert os.path.abspath(os.path.join(out, path.split("/")[0])) in printed
+    # TF Serving does not JIT XLA by default: the export must hold none.
+    with open(os.path.join(out, "saved_model", "saved_model.pb"), "rb") as f:
+        assert b"XlaMustCompile" not in f.read()
 
     # The Keras model on the raw val files, with the pipeline's eval preprocessing.
     files = sorted(os.path.join(root, "val", c, f) for c in CLASSES for f in os.listdir(os.path.join(root, "val", c)))
