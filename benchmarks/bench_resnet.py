@@ -11,6 +11,9 @@ built with random weights at 224x224, 1000 classes:
 
 - `Keras ResNet-50`: keras_sge.applications.SGEResNet50(groups=None).
 - `Keras SGE-ResNet-50`: the same builder with SGE (the current layer).
+- `Keras SGE-ResNet-50 (unfused)` (`--unfused`): the current layer, but the
+  blocks built with separate SGE, Add and ReLU layers instead of the SGE
+  layer's fused `residual` path.
 - `Keras SGE-ResNet-50 (before)`: the same network with the pre-issue-5
   layer (benchmarks/baseline_sge.py) swapped in while building.
 - `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50`: tests/torch_reference.py's
@@ -51,6 +54,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="float32", help="Keras policy: float32, mixed_float16, mixed_bfloat16")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--no-before", action="store_true", help="skip the pre-issue-5 SGE variant")
+    parser.add_argument(
+        "--unfused", action="store_true", help="add the current SGE layer with separate Add/ReLU layers"
+    )
     parser.add_argument("--jit", action="store_true", help="TF: compile the whole model with XLA")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--tag", default=None)
@@ -58,15 +64,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_keras(depth, groups, layer_class=None, size=224):
-    """The applications builder; `layer_class` swaps the SGE layer in."""
-    original = resnet_module.SGE
+def build_keras(depth, groups, layer_class=None, size=224, fused=True):
+    """The applications builder; `layer_class` swaps the SGE layer in.
+
+    `fused=False` (implied by `layer_class`) builds the blocks with separate
+    SGE, Add and ReLU layers instead of the SGE layer's residual path.
+    """
+    original = resnet_module.SGE, resnet_module.FUSE_SGE_RESIDUAL
     if layer_class is not None:
         resnet_module.SGE = layer_class
+    resnet_module.FUSE_SGE_RESIDUAL = fused and layer_class is None
     try:
         return resnet_module.SGEResNet(depth, weights=None, input_shape=(size, size, 3), groups=groups)
     finally:
-        resnet_module.SGE = original
+        resnet_module.SGE, resnet_module.FUSE_SGE_RESIDUAL = original
 
 
 class KerasRunner:
@@ -197,6 +208,10 @@ def main(argv=None):
         "Keras ResNet": KerasRunner(build_keras(args.depth, None, size=args.size), args.jit),
         "Keras SGE-ResNet": KerasRunner(build_keras(args.depth, 64, size=args.size), args.jit),
     }
+    if args.unfused:
+        keras_models["Keras SGE-ResNet (unfused)"] = KerasRunner(
+            build_keras(args.depth, 64, size=args.size, fused=False), args.jit
+        )
     if not args.no_before:
         keras_models["Keras SGE-ResNet (before)"] = KerasRunner(
             build_keras(args.depth, 64, BaselineSGE, size=args.size), args.jit
@@ -217,6 +232,8 @@ def main(argv=None):
         ("Keras SGE-ResNet", "PyTorch SGE-ResNet"),
         ("Keras ResNet", "PyTorch ResNet"),
         ("Keras SGE-ResNet", "Keras SGE-ResNet (before)"),
+        ("Keras SGE-ResNet (unfused)", "Keras ResNet"),
+        ("Keras SGE-ResNet", "Keras SGE-ResNet (unfused)"),
     ]
 
     def record(task, batch, times):

@@ -10,7 +10,8 @@ ResNet ("v1.5"), not `keras.applications.ResNet50` ("v1"):
 - torch pads symmetrically, so every strided convolution / pooling is
   preceded by an explicit `ZeroPadding2D` (Keras's `"same"` pads strided
   layers asymmetrically, which would shift every feature map by a pixel);
-- SGE sits after the last BN of each residual branch, before the add.
+- SGE sits after the last BN of each residual branch, before the add (the
+  SGE layer computes the add and the ReLU too, in one compiled function).
 
 Layer names follow `keras.applications.ResNet50`
 (`conv2_block1_1_conv`, ..., `conv2_block1_sge`, `conv2_block1_out`), so
@@ -38,6 +39,11 @@ ARCHITECTURES = {
     152: ("bottleneck", (3, 8, 36, 3)),
 }
 EXPANSION = {"basic": 1, "bottleneck": 4}
+
+# SGE-ResNet blocks compute SGE -> add -> ReLU in the SGE layer
+# (`SGE(...)(x, residual=shortcut)`). False builds the separate
+# `_add` / ReLU layers instead (same numbers; for benchmarks and ablations).
+FUSE_SGE_RESIDUAL = True
 
 _BUILDER_DOCSTRING = """Instantiates the {title} architecture ({reference}).
 
@@ -176,6 +182,10 @@ def _block(x, kind, width, strides, name, settings):
 
     The shortcut is a strided 1x1 conv + BN when the shape changes, as the
     reference's `downsample` (stride != 1 or a different channel count).
+    With SGE, the SGE layer (`_sge`) takes the shortcut as its `residual` and
+    returns `relu(shortcut + SGE(x))` itself, followed by an identity layer
+    named `_out`; without (`groups=None`) the block ends with `_add` and the
+    ReLU `_out`.
     """
     filters = width * EXPANSION[kind]
     in_channels = x.shape[_bn_axis()]
@@ -184,10 +194,17 @@ def _block(x, kind, width, strides, name, settings):
     else:
         shortcut = x
     x = _residual_branch(x, kind, width, strides, name, settings)
-    if settings["groups"] is not None:
-        x = SGE(groups=settings["groups"], name=name + "_sge")(x)
-    x = layers.Add(name=name + "_add")([shortcut, x])
-    return layers.ReLU(name=name + "_out")(x)
+    if settings["groups"] is None:
+        x = layers.Add(name=name + "_add")([shortcut, x])
+        return layers.ReLU(name=name + "_out")(x)
+    sge = SGE(groups=settings["groups"], name=name + "_sge")
+    if not FUSE_SGE_RESIDUAL:
+        x = layers.Add(name=name + "_add")([shortcut, sge(x)])
+        return layers.ReLU(name=name + "_out")(x)
+    # relu(shortcut + SGE(x)) as one compiled function (one pass over the
+    # feature map instead of three kernels); `_out` names the block output.
+    x = sge(x, residual=shortcut)
+    return layers.Identity(name=name + "_out")(x)
 
 
 def _stem(x, settings):

@@ -66,6 +66,17 @@ class SGE(keras.layers.Layer):
         gamma_constraint, beta_constraint: optional constraints.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
+    Call arguments:
+        inputs: (N, H, W, C) or (N, C, H, W).
+        residual: optional tensor of the same shape (a residual block's
+            shortcut). With it the layer returns the block's output
+            `relu(residual + inputs * gate)` instead of `inputs * gate`,
+            computed in one compiled function (the gate multiply, the add
+            and the ReLU are one pass over memory instead of three kernels)
+            with a hand-written gradient for `inputs`, `residual`, `gamma`
+            and `beta`. The gate is the same either way (`gate(inputs)`).
+            `keras_sge.applications` builds its residual blocks this way.
+
     Example:
 
     ```python
@@ -166,7 +177,25 @@ class SGE(keras.layers.Layer):
             )
         return channels
 
-    def call(self, inputs):
+    def call(self, inputs, residual=None):
+        if residual is not None:
+            residual = ops.convert_to_tensor(residual)
+            if tuple(residual.shape) != tuple(inputs.shape) and None not in residual.shape + inputs.shape:
+                raise ValueError(
+                    "`residual` must have the shape of the input. Received: "
+                    f"inputs.shape={tuple(inputs.shape)}, residual.shape={tuple(residual.shape)}"
+                )
+            if residual.dtype != inputs.dtype:
+                residual = ops.cast(residual, inputs.dtype)
+            return sge_ops.sge_residual_relu(
+                inputs,
+                residual,
+                ops.convert_to_tensor(self.gamma),
+                ops.convert_to_tensor(self.beta),
+                self.groups,
+                self.epsilon,
+                self.data_format,
+            )
         return sge_ops.sge_output(
             inputs,
             ops.convert_to_tensor(self.gamma),
@@ -182,7 +211,8 @@ class SGE(keras.layers.Layer):
         The shape is (N, H, W, G) for channels_last and (N, G, H, W) for
         channels_first, in float32 whatever the compute dtype. `call`
         multiplies each group's channels by exactly this gate (cast to the
-        compute dtype); both come from the same forward function.
+        compute dtype), also when called with a `residual`; both come from
+        the same forward function.
 
         Args:
             inputs: the layer's input, (N, H, W, C) or (N, C, H, W).

@@ -231,6 +231,31 @@ def _backward(upstream, x, gamma, beta, centered, std, mean_feature, layout, eps
     return dx, dgamma, dbeta
 
 
+def _forward_residual(x, shortcut, gamma, beta, layout, epsilon):
+    """`relu(shortcut + x * gate)` and what the VJP needs (see `_forward`).
+
+    One compiled function: a fusing compiler makes the gate multiply, the
+    residual add and the ReLU one pass (read x and the shortcut, write the
+    output) instead of three full-size kernels.
+    """
+    gated, centered, std, mean_feature = _forward(x, gamma, beta, layout, epsilon)
+    output = ops.relu(shortcut + gated)
+    return output, centered, std, mean_feature
+
+
+def _backward_residual(upstream, output, x, gamma, beta, centered, std, mean_feature, layout, epsilon):
+    """The VJP of `_forward_residual`: (dx, dshortcut, dgamma, dbeta).
+
+    The ReLU passes the upstream gradient where the output is positive (the
+    pre-activation is > 0 exactly there; at 0 the gradient is 0, as the
+    backends' own ReLU gradients); the add passes it unchanged to both the
+    shortcut and SGE's output, whose VJP is `_backward`.
+    """
+    masked = ops.where(output > 0, upstream, ops.zeros_like(upstream))
+    dx, dgamma, dbeta = _backward(masked, x, gamma, beta, centered, std, mean_feature, layout, epsilon)
+    return dx, masked, dgamma, dbeta
+
+
 # ---------------------------------------------------------------------------
 # Backend dispatch: compiled forward / backward per configuration.
 # ---------------------------------------------------------------------------
@@ -251,6 +276,13 @@ def _compiled(groups, channels_last, epsilon, channels, compile_):
     def gate(x, gamma, beta):
         return _gate(x, gamma, beta, layout, epsilon)
 
+    def forward_residual(x, shortcut, gamma, beta):
+        return _forward_residual(x, shortcut, gamma, beta, layout, epsilon)
+
+    def backward_residual(upstream, output, x, gamma, beta, centered, std, mean_feature):
+        return _backward_residual(upstream, output, x, gamma, beta, centered, std, mean_feature, layout, epsilon)
+
+    functions = _Functions(layout, forward, backward, gate, forward_residual, backward_residual)
     backend = keras.backend.backend()
     if compile_ and backend == "tensorflow":
         import tensorflow as tf
@@ -258,12 +290,27 @@ def _compiled(groups, channels_last, epsilon, channels, compile_):
         def xla(fn):
             return tf.function(fn, jit_compile=True, reduce_retracing=True, autograph=False)
 
-        forward, backward, gate = xla(forward), xla(backward), xla(gate)
+        functions = functions.map(xla)
     elif compile_ and backend == "jax":
         import jax
 
-        forward, backward, gate = jax.jit(forward), jax.jit(backward), jax.jit(gate)
-    return layout, forward, backward, gate
+        functions = functions.map(jax.jit)
+    return functions
+
+
+class _Functions:
+    """One configuration's functions: layout, forward/backward, gate, fused."""
+
+    def __init__(self, layout, forward, backward, gate, forward_residual, backward_residual):
+        self.layout = layout
+        self.forward, self.backward, self.gate = forward, backward, gate
+        self.forward_residual, self.backward_residual = forward_residual, backward_residual
+
+    def map(self, wrap):
+        return _Functions(
+            self.layout,
+            *(wrap(fn) for fn in (self.forward, self.backward, self.gate, self.forward_residual, self.backward_residual)),
+        )
 
 
 def _read(weight):
@@ -294,31 +341,68 @@ def sge_output(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
         gamma, beta: float32 (G,) tensors.
         groups, epsilon, data_format: as the `SGE` layer's.
     """
-    _, forward, backward, _ = _functions(x, groups, data_format, epsilon)
+    fns = _functions(x, groups, data_format, epsilon)
     gamma, beta = _read(gamma), _read(beta)
 
     @ops.custom_gradient
     def _sge(x, gamma, beta):
-        output, *saved = forward(x, gamma, beta)
+        output, *saved = fns.forward(x, gamma, beta)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return backward(upstream, x, gamma, beta, *saved)
+            return fns.backward(upstream, x, gamma, beta, *saved)
 
         return output, grad
 
     return _sge(x, gamma, beta)
 
 
+def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+    """`relu(shortcut + sge_output(x, ...))` in one compiled function.
+
+    A residual block's SGE -> add -> ReLU: the gate multiply, the add and
+    the ReLU fuse into one pass over the feature map (read x and shortcut,
+    write the output) instead of three full-size kernels. Custom gradient
+    with respect to x, shortcut, gamma and beta (the backward masks the
+    upstream gradient by output > 0 and reuses SGE's VJP).
+
+    Args:
+        x: SGE's input, (N, H, W, C) / (N, C, H, W).
+        shortcut: the residual, same shape and dtype as x.
+        gamma, beta, groups, epsilon, data_format: as `sge_output`'s.
+    """
+    fns = _functions(x, groups, data_format, epsilon)
+    gamma, beta = _read(gamma), _read(beta)
+
+    @ops.custom_gradient
+    def _fused(x, shortcut, gamma, beta):
+        output, *saved = fns.forward_residual(x, shortcut, gamma, beta)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return fns.backward_residual(upstream, output, x, gamma, beta, *saved)
+
+        return output, grad
+
+    return _fused(x, shortcut, gamma, beta)
+
+
 def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """The float32 gate, (N, H, W, G) / (N, G, H, W), `sge_output` uses."""
-    layout, _, _, gate_fn = _functions(x, groups, data_format, epsilon)
-    gate = gate_fn(x, _read(gamma), _read(beta))
-    return layout.unflatten_gate(gate, ops.shape(x))
+    fns = _functions(x, groups, data_format, epsilon)
+    gate = fns.gate(x, _read(gamma), _read(beta))
+    return fns.layout.unflatten_gate(gate, ops.shape(x))
 
 
 def sge_output_autodiff(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """The same output through plain ops and autodiff (tests, benchmarks)."""
     layout = _Layout(groups, data_format == "channels_last")
     return _forward(x, gamma, beta, layout, float(epsilon))[0]
+
+
+def sge_residual_relu_autodiff(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+    """`relu(shortcut + x * gate)` through plain ops and autodiff (tests)."""
+    layout = _Layout(groups, data_format == "channels_last")
+    return _forward_residual(x, shortcut, gamma, beta, layout, float(epsilon))[0]
