@@ -5,14 +5,18 @@ returns what each layer computed in the forward pass:
 
 - `gate`: the sigmoid gate, straight from `SGE.gate`;
 - `norm_before` / `norm_after`: the L2 norm, over each group's channels, of
-  the layer's input and output (the paper's "feature maps before and after
-  SGE", Li, Hu and Yang 2019, Figure 5);
+  the layer's input and of its gated features `input * gate` (the paper's
+  "feature maps before and after SGE", Li, Hu and Yang 2019, Figure 5);
 - `inputs` / `outputs`: the activations themselves (for histograms).
 
 Nothing of the layer's maths is re-implemented here: one `keras.Model`
 (`sge_probe`) outputs every chosen layer's input and output in a single
 forward pass, and the gate comes from the layer's own public `gate` method,
-so the values are exactly those of the model's forward pass.
+so the values are exactly those of the model's forward pass. An SGE layer
+called with a `residual` (as in `keras_sge.applications`' blocks) outputs
+the block's `relu(residual + input * gate)`; for it, `outputs` is the
+layer applied to its input without the residual, i.e. `input * gate` from
+the same compiled function.
 
 Maps are laid out like the layer's data format: `(N, H, W, G)` for
 `"channels_last"` and `(N, G, H, W)` for `"channels_first"`.
@@ -57,7 +61,9 @@ class SGEMaps:
         data_format: `"channels_last"` or `"channels_first"`; every array
             below is laid out that way.
         inputs: the layer's input, `(N, H, W, C)` or `(N, C, H, W)`.
-        outputs: the layer's output in the same forward pass.
+        outputs: the layer's output in the same forward pass, `inputs`
+            times the gate (for a layer called with a `residual`, the
+            layer applied to `inputs` alone, before the add and ReLU).
         gate: `SGE.gate(inputs)`, `(N, H, W, G)` or `(N, G, H, W)`.
         norm_before: L2 norm of `inputs` over each group's channels, laid
             out like `gate`.
@@ -117,13 +123,23 @@ def sge_layers(model, layers=LAST_STAGE):
 
 
 def _last_stage(found):
-    stage_shape = tuple(found[-1].input.shape[1:])
+    stage_shape = tuple(_sge_input(found[-1]).shape[1:])
     stage = []
     for layer in reversed(found):
-        if tuple(layer.input.shape[1:]) != stage_shape:
+        if tuple(_sge_input(layer).shape[1:]) != stage_shape:
             break
         stage.append(layer)
     return stage[::-1]
+
+
+def _sge_input(layer):
+    """The SGE layer's input (its `input` also lists a `residual`, if any)."""
+    inputs = layer.input
+    return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+
+
+def _has_residual(layer):
+    return isinstance(layer.input, (list, tuple))
 
 
 def _nested_hint(model):
@@ -137,13 +153,14 @@ def sge_probe(model, layers):
     """A model giving, in one forward pass, each SGE layer's input and output.
 
     It shares its layers and weights with `model`, takes the same inputs
-    and outputs a dict `{layer name: (input, output)}`.
+    and outputs a dict `{layer name: (input, output)}`. For a layer called
+    with a `residual`, the output is the block's `relu(residual + SGE)`.
 
     Args:
         model: the model holding the layers.
         layers: a list of `SGE` layers of `model` (see `sge_layers`).
     """
-    outputs = {layer.name: (layer.input, layer.output) for layer in layers}
+    outputs = {layer.name: (_sge_input(layer), layer.output) for layer in layers}
     # `model.input` keeps the inputs' structure (a single tensor, not a
     # list of one), so the probe is called exactly like the model.
     return keras.Model(model.input, outputs, name=f"{model.name}_sge_probe")
@@ -205,6 +222,10 @@ def _run_batch(probe, layers, batch):
     values = {}
     for layer in layers:
         inputs, outputs = results[layer.name]
+        if _has_residual(layer):
+            # The fused output is past the add and ReLU: SGE's own output
+            # is the layer on its input alone (same gate, `SGE.gate`).
+            outputs = layer(inputs)
         values[layer.name] = tuple(_numpy(t) for t in (inputs, outputs, layer.gate(inputs)))
     return values
 

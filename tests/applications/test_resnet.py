@@ -103,7 +103,7 @@ def test_layer_names_and_torch_style_layout():
     for name in [
         "conv1_pad", "conv1_conv", "conv1_bn", "conv1_relu", "pool1_pad", "pool1_pool",
         "conv2_block1_1_conv", "conv2_block1_1_bn", "conv2_block1_0_conv", "conv2_block1_0_bn",
-        "conv2_block1_3_bn", "conv2_block1_sge", "conv2_block1_add", "conv2_block1_out",
+        "conv2_block1_3_bn", "conv2_block1_sge", "conv2_block1_out",
         "conv3_block1_2_pad", "conv5_block3_out", "avg_pool", "predictions",
     ]:  # fmt: skip
         assert name in names, name
@@ -122,11 +122,41 @@ def test_layer_names_and_torch_style_layout():
             assert (layer.epsilon, layer.momentum) == (1e-5, 0.9), layer.name
         if isinstance(layer, SGE):
             assert layer.groups == 64
-    # SGE after the last BN of the branch, before the add.
+    # SGE after the last BN of the branch, before the add: the SGE layer
+    # takes the branch's last BN as input and the shortcut as its residual
+    # (it computes relu(shortcut + SGE(x)) itself); `_out` follows it.
     sge = model.get_layer("conv2_block1_sge")
-    assert sge._inbound_nodes[0].parent_nodes[0].operation.name == "conv2_block1_3_bn"
-    add_inputs = {node.operation.name for node in model.get_layer("conv2_block1_add")._inbound_nodes[0].parent_nodes}
-    assert add_inputs == {"conv2_block1_sge", "conv2_block1_0_bn"}
+    node = sge._inbound_nodes[0]
+    assert node.arguments.args[0]._keras_history.operation.name == "conv2_block1_3_bn"
+    assert node.arguments.kwargs["residual"]._keras_history.operation.name == "conv2_block1_0_bn"
+    assert "conv2_block1_add" not in names
+    out_inputs = [n.operation.name for n in model.get_layer("conv2_block1_out")._inbound_nodes[0].parent_nodes]
+    assert out_inputs == ["conv2_block1_sge"]
+    # Without SGE, the block keeps its Add and ReLU layers.
+    plain = applications.SGEResNet50(input_shape=(64, 64, 3), classes=3, groups=None)
+    add_inputs = {n.operation.name for n in plain.get_layer("conv2_block1_add")._inbound_nodes[0].parent_nodes}
+    assert add_inputs == {"conv2_block1_3_bn", "conv2_block1_0_bn"}
+    assert isinstance(plain.get_layer("conv2_block1_out"), keras.layers.ReLU)
+
+
+def test_fused_blocks_equal_separate_sge_add_and_relu(monkeypatch):
+    from keras_sge.applications import resnet
+
+    fused = small_model(include_top=False)
+    monkeypatch.setattr(resnet, "FUSE_SGE_RESIDUAL", False)
+    separate = small_model(include_top=False)
+    assert "conv2_block1_add" in [layer.name for layer in separate.layers]
+    rng = np.random.default_rng(7)
+    # Positive 1D weights (BN variances stay valid; SGE gammas not 0).
+    weights = [w + rng.uniform(0.1, 0.6, w.shape).astype(w.dtype) if w.ndim == 1 else w for w in fused.get_weights()]
+    fused.set_weights(weights)
+    separate.set_weights(weights)
+    x = images(2, 32)
+    harness.assert_all_close(fused(x, training=False), separate(x, training=False), rtol=1e-5, atol=1e-5)
+    # Training mode: batch statistics over 2 samples of a 1x1 map amplify
+    # float32 rounding differences, so compare a stage with more positions.
+    stage = lambda model: keras.Model(model.input, model.get_layer("conv3_block2_out").output)  # noqa: E731
+    harness.assert_all_close(stage(fused)(x, training=True), stage(separate)(x, training=True), rtol=1e-4, atol=1e-4)
 
 
 def test_basic_block_layout():

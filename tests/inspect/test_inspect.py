@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_sge
 from keras_sge import inspect
 from tests import harness
 from tests.inspect.helpers import random_images
@@ -149,3 +150,29 @@ def test_channels_first_on_jax():
         assert values["shapes"] == [expected[name]] * 3
         assert values["spatial"] == expected[name][2:]
         assert values["gate_error"] < 1e-5
+
+
+@pytest.mark.timeout(120)
+def test_layer_called_with_a_residual_reports_sge_not_the_block_output():
+    # As in keras_sge.applications' blocks: SGE(x, residual=shortcut) outputs
+    # relu(shortcut + x * gate); "after SGE" is still x * gate.
+    inputs = keras.Input((16, 16, 3))
+    shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="branch")(inputs)
+    sge = keras_sge.SGE(
+        4, gamma_initializer=keras.initializers.RandomNormal(0.0, 2.0, seed=1), name="block_sge"
+    )
+    model = keras.Model(inputs, sge(x, residual=shortcut))
+    images = random_images(3) / 255.0
+    assert [layer.name for layer in inspect.sge_layers(model)] == ["block_sge"]
+    maps = inspect.inspect_sge(model, images)["block_sge"]
+    branch = keras.Model(inputs, [x, shortcut]).predict(images, verbose=0)
+    harness.assert_all_close(maps.inputs, branch[0], rtol=1e-5, atol=1e-6)
+    gate = np.repeat(maps.gate, 4, axis=-1)
+    harness.assert_all_close(maps.outputs, maps.inputs * gate, rtol=1e-5, atol=1e-6)
+    harness.assert_all_close(maps.norm_after, maps.norm_before * maps.gate, rtol=1e-5, atol=1e-6)
+    assert maps.gate.std() > 0.01
+    # The block output is the fused relu(shortcut + outputs).
+    harness.assert_all_close(
+        model.predict(images, verbose=0), np.maximum(branch[1] + maps.outputs, 0.0), rtol=1e-5, atol=1e-5
+    )

@@ -1,0 +1,140 @@
+"""Tests for SGE's fused residual path, `SGE(x, residual=shortcut)`.
+
+With a residual the layer returns a residual block's output
+`relu(shortcut + x * gate)` in one compiled function with its own VJP
+(`sge_ops.sge_residual_relu`); SGE-ResNet blocks are built that way. It
+must equal the unfused composition (the layer, an add, a ReLU) in every
+dtype and data format, on TensorFlow, JAX and PyTorch (tests/test_backends.py),
+and so must its gradient.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_sge
+from keras_sge.layers import sge_ops
+from tests import harness
+from tests.layers.test_sge_speed_paths import random_case
+from tests.layers.test_sge_speed_paths import vjp
+
+DTYPES = ("float32", *harness.MIXED_POLICIES)
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "ops_only"])
+def compilation(request):
+    previous = sge_ops.set_compilation(request.param)
+    yield request.param
+    sge_ops.set_compilation(previous)
+
+
+def layer_and_inputs(data_format, dtype, shape=(2, 7, 6, 32), groups=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x, gamma, beta, _ = random_case(rng, data_format, shape, groups, 2.0)
+    shortcut = rng.standard_normal(x.shape).astype("float32")
+    layer = keras_sge.SGE(groups, data_format=data_format, dtype=dtype)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    cast = lambda a: ops.cast(a, layer.compute_dtype)  # noqa: E731
+    return layer, cast(x), cast(shortcut)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_output_equals_add_and_relu_of_the_layer(data_format, dtype, compilation):
+    layer, x, shortcut = layer_and_inputs(data_format, dtype)
+    fused = layer(x, residual=shortcut)
+    unfused = ops.relu(ops.add(shortcut, layer(x)))
+    assert keras.backend.standardize_dtype(fused.dtype) == layer.compute_dtype
+    got, want = (ops.convert_to_numpy(ops.cast(t, "float32")) for t in (fused, unfused))
+    harness.assert_finite(got)
+    # float32: rounding only; mixed: the compute dtype's rounding of x * gate
+    # (the fused function may keep it unrounded before the add).
+    eps = {"float32": 1e-6, "mixed_float16": 1e-3, "mixed_bfloat16": 8e-3}[dtype]
+    np.testing.assert_allclose(got, want, rtol=2 * eps, atol=2 * eps * np.abs(want).max())
+    # The gate the fused output used is `SGE.gate`.
+    gate = ops.convert_to_numpy(layer.gate(x))
+    x32, s32 = (ops.convert_to_numpy(ops.cast(t, "float32")) for t in (x, shortcut))
+    if data_format == "channels_last":
+        gated = x32 * np.repeat(gate, x32.shape[-1] // layer.groups, axis=-1)
+    else:
+        gated = x32 * np.repeat(gate, x32.shape[1] // layer.groups, axis=1)
+    expected = np.maximum(s32 + gated, 0.0)
+    np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=4 * eps * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("shape, groups", [((2, 7, 5, 16), 4), ((1, 9, 9, 64), 8), ((2, 3, 2, 8), 1)])
+def test_fused_gradient_equals_autodiff_of_the_composition(data_format, shape, groups, compilation):
+    rng = np.random.default_rng(sum(shape) + groups)
+    x, gamma, beta, upstream = random_case(rng, data_format, shape, groups, 3.0)
+    shortcut = rng.standard_normal(x.shape).astype("float32")
+    config = {"groups": groups, "epsilon": 1e-5, "data_format": data_format}
+
+    def fused(x, shortcut, gamma, beta):
+        return sge_ops.sge_residual_relu(x, shortcut, gamma, beta, **config)
+
+    def composition(x, shortcut, gamma, beta):
+        return ops.relu(shortcut + sge_ops.sge_output_autodiff(x, gamma, beta, **config))
+
+    got = vjp(fused, [x, shortcut, gamma, beta], upstream)
+    want = vjp(composition, [x, shortcut, gamma, beta], upstream)
+    for name, g, w in zip(["x", "shortcut", "gamma", "beta"], got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(w).max()), err_msg=f"d{name}")
+    # The ReLU is active somewhere and not everywhere: both branches tested.
+    assert 0 < np.count_nonzero(got[1]) < got[1].size
+
+
+def test_residual_of_another_shape_is_rejected():
+    layer = keras_sge.SGE(2, data_format="channels_last")
+    with pytest.raises(ValueError, match="residual"):
+        layer(np.ones((1, 4, 4, 8), "float32"), residual=np.ones((1, 4, 4, 4), "float32"))
+
+
+def residual_model(spatial=(None, None)):
+    inputs = keras.Input((*spatial, 16))
+    shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="branch")(inputs)
+    sge = keras_sge.SGE(4, gamma_initializer="random_normal", beta_initializer="random_normal", name="sge")
+    x = sge(x, residual=shortcut)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_functional_model_with_residual_round_trips_config_and_keras_file(tmp_path):
+    model = residual_model()
+    x = np.random.default_rng(1).standard_normal((2, 7, 6, 16)).astype("float32")
+    expected = ops.convert_to_numpy(model(x))
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    harness.assert_all_close(clone(x), expected, rtol=1e-5, atol=1e-6)
+    parents = {node.operation.name for node in clone.get_layer("sge")._inbound_nodes[0].parent_nodes}
+    assert parents == {"branch", "shortcut"}
+    path = harness.run_keras_saving_test(model, x, tmp_path)
+    loaded = keras.saving.load_model(path)
+    harness.assert_all_close(loaded(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("plain", [False, True], ids=["xla", "no_xla"])
+def test_saved_model_with_residual_serves_without_keras_sge(plain, tmp_path):
+    model = residual_model()
+    x = np.random.default_rng(2).standard_normal((3, 8, 5, 16)).astype("float32")
+    if plain:
+        with keras_sge.no_xla():
+            expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path)
+    else:
+        expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_step_with_residual_updates_gamma_and_beta():
+    model = residual_model((8, 8))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8, 8, 16)).astype("float32")
+    y = rng.standard_normal((4, 16)).astype("float32")
+    before = [w.copy() for w in model.get_layer("sge").get_weights()]
+    model.fit(x, y, epochs=1, verbose=0)
+    after = model.get_layer("sge").get_weights()
+    assert all(np.all(np.isfinite(a)) and not np.allclose(a, b) for a, b in zip(after, before))
