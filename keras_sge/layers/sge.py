@@ -187,23 +187,8 @@ class SGE(keras.layers.Layer):
                 )
             if residual.dtype != inputs.dtype:
                 residual = ops.cast(residual, inputs.dtype)
-            return sge_ops.sge_residual_relu(
-                inputs,
-                residual,
-                ops.convert_to_tensor(self.gamma),
-                ops.convert_to_tensor(self.beta),
-                self.groups,
-                self.epsilon,
-                self.data_format,
-            )
-        return sge_ops.sge_output(
-            inputs,
-            ops.convert_to_tensor(self.gamma),
-            ops.convert_to_tensor(self.beta),
-            self.groups,
-            self.epsilon,
-            self.data_format,
-        )
+            return sge_ops.sge_residual_relu(inputs, residual, *self._sge_arguments())
+        return sge_ops.sge_output(inputs, *self._sge_arguments())
 
     def gate(self, inputs):
         """Returns the sigmoid gate: one value per position and group.
@@ -220,14 +205,12 @@ class SGE(keras.layers.Layer):
         inputs = ops.convert_to_tensor(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return sge_ops.sge_gate(
-            inputs,
-            ops.convert_to_tensor(self.gamma),
-            ops.convert_to_tensor(self.beta),
-            self.groups,
-            self.epsilon,
-            self.data_format,
-        )
+        return sge_ops.sge_gate(inputs, *self._sge_arguments())
+
+    def _sge_arguments(self):
+        """(gamma, beta, groups, epsilon, data_format), as sge_ops takes them."""
+        gamma, beta = ops.convert_to_tensor(self.gamma), ops.convert_to_tensor(self.beta)
+        return gamma, beta, self.groups, self.epsilon, self.data_format
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
