@@ -1,164 +1,23 @@
-"""BASELINE for the benchmarks: the SGE layer as it was before issue 5.
+"""BASELINE for the benchmarks: the SGE maths as it was before issue 5.
 
-A verbatim copy of keras_sge/layers/sge.py at commit aa71ee0 (the plain
+The computation of keras_sge/layers/sge.py at commit aa71ee0 (the plain
 keras.ops version, autodiff gradient), kept only so that the benchmarks can
-measure "before" and "after" in the same process. Do not use it in models.
+measure "before" and "after" in the same process. Construction, validation,
+weights and config are the current `SGE`'s, inherited; only `call` and
+`gate` (and the helpers they use) are the old code. Do not use it in models.
 """
 
 import keras
-from keras import constraints
-from keras import initializers
 from keras import ops
-from keras import regularizers
 
-# Statistics are always taken in float32: under mixed_float16 a similarity
-# map of activations around 100 over 64 channels already exceeds float16.
+from keras_sge.layers.sge import SGE
+
 _STATS_DTYPE = "float32"
 
 
 @keras.saving.register_keras_serializable(package="keras_sge_benchmarks")
-class BaselineSGE(keras.layers.Layer):
-    """Spatial Group-wise Enhance.
-
-    The channels are split into `groups` groups of contiguous channels. Within
-    each group, every position's feature is compared (dot product) with the
-    group's spatially averaged feature; the resulting similarity map is
-    normalised over the positions (mean 0, unbiased std 1), scaled and shifted
-    by a learned `gamma` and `beta` per group, and passed through a sigmoid
-    that gates the group's features:
-
-    ```
-    g      = mean_{h,w} x[h, w]                       (per sample and group)
-    c      = <x[h, w], g>                             (one value per position)
-    c_hat  = (c - mean(c)) / (std(c) + epsilon)       (std unbiased, over h, w)
-    output = x * sigmoid(gamma * c_hat + beta)
-    ```
-
-    This reproduces the official PyTorch code (`implus/PytorchInsight`,
-    `resnet_sge.py`) to float32 precision, with one deliberate difference: on
-    a 1x1 map the reference divides by `H*W - 1 = 0` and returns NaN, while
-    this layer divides by `max(H*W - 1, 1)`, so the normalised map is 0 and
-    the gate is `sigmoid(beta)`. A spatially constant map likewise gives a
-    normalised map of 0 (its std is 0 and `epsilon` keeps the division
-    finite).
-
-    The statistics are computed in float32 whatever the compute dtype, and
-    the output comes back in the compute dtype, so the layer is safe under
-    `mixed_float16` and `mixed_bfloat16`.
-
-    Args:
-        groups: int, the number of channel groups (64 in the paper). The
-            number of channels must be divisible by it.
-        epsilon: float, added to the standard deviation (not the variance),
-            as in the reference.
-        data_format: `"channels_last"` (N, H, W, C) or `"channels_first"`
-            (N, C, H, W). Defaults to `keras.config.image_data_format()`.
-        gamma_initializer: initializer for the per-group scale. The paper's
-            init, zeros, makes every gate `sigmoid(1)` at the start.
-        beta_initializer: initializer for the per-group shift (ones).
-        gamma_regularizer, beta_regularizer: optional regularizers.
-        gamma_constraint, beta_constraint: optional constraints.
-        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
-
-    Example:
-
-    ```python
-    import keras
-    import keras_sge
-
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Conv2D(64, 3, padding="same"),
-        keras_sge.SGE(groups=8),
-    ])
-    y = model(keras.random.normal((2, 32, 32, 3)))
-    ```
-    """
-
-    def __init__(
-        self,
-        groups=64,
-        epsilon=1e-5,
-        data_format=None,
-        gamma_initializer="zeros",
-        beta_initializer="ones",
-        gamma_regularizer=None,
-        beta_regularizer=None,
-        gamma_constraint=None,
-        beta_constraint=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(
-                f"`groups` must be a positive integer. Received: groups={groups!r}"
-            )
-        if not epsilon >= 0:
-            raise ValueError(
-                "`epsilon` must be a non-negative number. "
-                f"Received: epsilon={epsilon!r}"
-            )
-        self.groups = groups
-        self.epsilon = float(epsilon)
-        self.data_format = _standardize_data_format(data_format)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.beta_constraint = constraints.get(beta_constraint)
-
-    @property
-    def channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
-
-    def build(self, input_shape):
-        channels = self._check_input_shape(input_shape)
-        self.input_spec = keras.layers.InputSpec(
-            ndim=4, axes={self.channel_axis: channels}
-        )
-        # gamma and beta are float32 under every policy: they are the
-        # statistics' affine parameters, applied in float32.
-        self.gamma = self.add_weight(
-            shape=(self.groups,),
-            name="gamma",
-            initializer=self.gamma_initializer,
-            regularizer=self.gamma_regularizer,
-            constraint=self.gamma_constraint,
-            dtype=_STATS_DTYPE,
-            autocast=False,
-        )
-        self.beta = self.add_weight(
-            shape=(self.groups,),
-            name="beta",
-            initializer=self.beta_initializer,
-            regularizer=self.beta_regularizer,
-            constraint=self.beta_constraint,
-            dtype=_STATS_DTYPE,
-            autocast=False,
-        )
-
-    def _check_input_shape(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                "SGE expects a rank-4 input "
-                f"({'(N, H, W, C)' if self.data_format == 'channels_last' else '(N, C, H, W)'}"
-                f" for data_format={self.data_format!r}). "
-                f"Received: input_shape={tuple(input_shape)} (rank {len(input_shape)})"
-            )
-        channels = input_shape[self.channel_axis]
-        if channels is None:
-            raise ValueError(
-                "SGE needs a known channel dimension (axis "
-                f"{self.channel_axis}, data_format={self.data_format!r}). "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        if channels % self.groups != 0:
-            raise ValueError(
-                f"The number of channels ({channels}) must be divisible by "
-                f"groups ({self.groups}). Received: input_shape={tuple(input_shape)}"
-            )
-        return channels
+class BaselineSGE(SGE):
+    """The pre-issue-5 SGE: several separate ops, autodiff gradient."""
 
     def call(self, inputs):
         grouped = self._split_groups(inputs)
@@ -240,35 +99,3 @@ class BaselineSGE(keras.layers.Layer):
         else:
             gate_shape = (input_shape[0], self.groups, input_shape[2], input_shape[3])
         return ops.reshape(gate, gate_shape)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "groups": self.groups,
-                "epsilon": self.epsilon,
-                "data_format": self.data_format,
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "beta_initializer": initializers.serialize(self.beta_initializer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_constraint": constraints.serialize(self.gamma_constraint),
-                "beta_constraint": constraints.serialize(self.beta_constraint),
-            }
-        )
-        return config
-
-
-def _standardize_data_format(data_format):
-    if data_format is None:
-        return keras.config.image_data_format()
-    value = str(data_format).lower()
-    if value not in ("channels_last", "channels_first"):
-        raise ValueError(
-            "`data_format` must be 'channels_last' or 'channels_first'. "
-            f"Received: data_format={data_format!r}"
-        )
-    return value
