@@ -11,16 +11,21 @@ folder), trains SGE-ResNet-50 with the paper's recipe.
 
 Several machines: set `TF_CONFIG` on each (see the README) and run the same
 command everywhere. A killed run resumes from its last backup when started
-again with the same `--output-dir`.
+again with the same `--output-dir`. If a worker is lost, the others stop
+within seconds, saying which worker, at which step, and which backup the
+rerun will resume from; TensorFlow's own log of it is in
+`<output-dir>/logs/`.
 
 At the end the script evaluates, saves `model.keras` and exports a
 SavedModel that serves raw JPEG/PNG bytes or uint8 images without keras_sge.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
+import traceback
 
 # tf.distribute and the SavedModel export need the TensorFlow backend.
 os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -242,27 +247,41 @@ def setup(args):
     args.steps_per_epoch = args.steps_per_epoch or max_steps
     with strategy.scope():
         model = build_model(args, len(dataset.class_names))
-    return dataset, strategy, model
+    return dataset, strategy, model, distribute.ReplicaStatistics(model, strategy)
 
 
-def train(args, strategy, model, inputs):
-    """Trains from the last backup (if any) to the end of the run."""
-    backups = backup.Backup(os.path.join(args.output_dir, "backup"), model, strategy)
+def start_training(args, strategy, model, statistics):
+    """Restores the last backup, if any; returns the backup callback.
+
+    The callback also tracks the run's progress: the global step, and the
+    newest backup that every worker has.
+    """
+    backups = backup.Backup(os.path.join(args.output_dir, "backup"), model, strategy, statistics)
     start_step = 0 if args.fresh else backups.restore()
-    total = args.epochs * args.steps_per_epoch
     if start_step:
         print(f"Resumed from backup at step {start_step} (epoch {start_step // args.steps_per_epoch + 1}), {backups.directory}")
-    callbacks = [backup.BackupCallback(backups, start_step, args.save_steps, args.steps_per_epoch)]
+    return backup.BackupCallback(backups, start_step, args.save_steps, args.steps_per_epoch)
+
+
+def train(args, strategy, model, inputs, statistics, progress):
+    """Trains from `progress.step` to the end of the run."""
+    start_step, total = progress.step, args.epochs * args.steps_per_epoch
+    callbacks = [progress, distribute.AverageReplicaStatistics(statistics)]
     if distribute.is_chief(strategy):
-        callbacks += chief_callbacks(args, start_step, float(backups.best.numpy()))
+        callbacks += chief_callbacks(args, start_step, float(progress.backup.best.numpy()))
     start = time.time()
     if start_step < total:
         loop.train(model, strategy, inputs, args.epochs, start_step, callbacks, args.verbose)
     print(f"Trained steps {start_step}-{total} in {time.time() - start:.1f} s")
 
 
-def finish(args, dataset, strategy, model, inputs):
-    """Evaluates; the chief saves the model and exports the SavedModel."""
+def finish(args, dataset, strategy, model, inputs, statistics):
+    """Evaluates; the chief saves the model and exports the SavedModel.
+
+    The replicas' BatchNormalization statistics are averaged first, so the
+    model evaluated and saved is the same on every worker.
+    """
+    statistics.average()
     report(loop.evaluate(model, strategy, inputs, verbose=args.verbose))
     if not distribute.is_chief(strategy):
         return
@@ -286,10 +305,33 @@ def report(results):
     print("Validation: " + ", ".join(f"{name} {value:.4f}" for name, value in results.items()), flush=True)
 
 
+def runtime_log(args):
+    """Where this worker's TensorFlow runtime log goes under several workers."""
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    return os.path.join(args.output_dir, "logs", f"{task['type']}-{task['index']}.log")
+
+
+def report_lost_peer(args, strategy, error, progress):
+    """One line on the console; the traceback goes to the runtime log."""
+    total = args.epochs * args.steps_per_epoch
+    where = f"at step {progress.step + 1}" if progress.step < total else f"after the last step ({total})"
+    peer = distribute.describe_lost_peer(error, strategy)
+    if progress.unconfirmed_step:
+        backups = f"is step {progress.unconfirmed_step} if {peer} finished saving it, else step {progress.common_step}"
+    else:
+        backups = f"is step {progress.common_step}" if progress.common_step else "is none (step 0)"
+    resume = f"the last backup all workers have {backups}; rerun the same command on every worker to resume from it"
+    with open(runtime_log(args), "a") as log:
+        traceback.print_exception(error, file=log)
+    print(f"train.py: error: lost {peer} {where}; {resume} (details: {runtime_log(args)})", file=sys.stderr)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if distribute.cluster_size() > 1:
+        distribute.send_runtime_log_to(runtime_log(args))
     try:
-        dataset, strategy, model = setup(args)
+        dataset, strategy, model, statistics = setup(args)
     except (ValueError, OSError) as error:
         # Bad arguments or data: one line, not a traceback.
         print(f"train.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
@@ -297,11 +339,18 @@ def main(argv=None):
     inputs = make_inputs(args, dataset, strategy)
     if args.evaluate_only:
         report(loop.evaluate(model, strategy, inputs, verbose=args.verbose))
-        return 0
+        return distribute.end_run(strategy, 0)
     os.makedirs(args.output_dir, exist_ok=True)
-    train(args, strategy, model, inputs)
-    finish(args, dataset, strategy, model, inputs)
-    return 0
+    progress = start_training(args, strategy, model, statistics)
+    try:
+        train(args, strategy, model, inputs, statistics, progress)
+        finish(args, dataset, strategy, model, inputs, statistics)
+    except distribute.PEER_FAILURES as error:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        report_lost_peer(args, strategy, error, progress)
+        distribute.exit_now(3)
+    return distribute.end_run(strategy, 0)
 
 
 if __name__ == "__main__":

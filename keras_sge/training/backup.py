@@ -14,7 +14,9 @@ own checkpointing instead:
   the newest step that all of them have (`restore`).
 - A backup holds the model's and optimizer's variables, the global step
   (which also fixes the input pipeline's position, see `data.py`) and the
-  best validation accuracy so far.
+  best validation accuracy so far. BatchNormalization's moving statistics
+  are averaged over the replicas first, so every worker saves the same
+  model.
 """
 
 import math
@@ -35,12 +37,15 @@ class Backup:
             subdirectory of its own.
         model: a compiled model whose optimizer is built.
         strategy: the run's strategy (names this worker's subdirectory).
+        statistics: the run's `distribute.ReplicaStatistics`, averaged
+            before each save.
         max_to_keep: how many checkpoints to keep (at least 2, so that a
             checkpoint all workers have survives one worker's failed save).
     """
 
-    def __init__(self, directory, model, strategy, max_to_keep=2):
+    def __init__(self, directory, model, strategy, statistics, max_to_keep=2):
         self.strategy = strategy
+        self.statistics = statistics
         self.directory = os.path.join(directory, _worker_name(strategy))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
@@ -55,6 +60,7 @@ class Backup:
         self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory, max_to_keep=max(2, max_to_keep))
 
     def save(self, step):
+        self.statistics.average()
         self.step.assign(step)
         return self._manager.save(checkpoint_number=step)
 
@@ -92,20 +98,35 @@ class BackupCallback(keras.callbacks.Callback):
         save_steps: the interval between backups, in steps.
         steps_per_epoch: steps per epoch.
         monitor: the logged metric whose best value is kept.
+
+    Attributes:
+        step: the global step, counting the steps completed.
+        common_step: the step of the newest backup that every worker is
+            known to have (0: none). A worker knows that its peers have
+            finished saving once a collective step after the save has
+            completed, since each saves before its next step.
+        unconfirmed_step: the step of a backup this worker has written but
+            does not know its peers have (None if none).
     """
 
     def __init__(self, backup, start_step, save_steps, steps_per_epoch, monitor="val_accuracy"):
         super().__init__()
         self.backup = backup
         self.step = start_step
+        self.common_step = start_step
         self.save_steps = save_steps
         self.steps_per_epoch = steps_per_epoch
         self.monitor = monitor
+        self.unconfirmed_step = None
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        self._confirm()
         if self.step % self.save_steps == 0 and self.step % self.steps_per_epoch:
             self._save()
+
+    def on_test_end(self, logs=None):
+        self._confirm()
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -115,7 +136,12 @@ class BackupCallback(keras.callbacks.Callback):
 
     def _save(self):
         path = self.backup.save(self.step)
+        self.unconfirmed_step = self.step
         print(f"\nBackup saved at step {self.step}: {path}", flush=True)
+
+    def _confirm(self):
+        if self.unconfirmed_step is not None:
+            self.common_step, self.unconfirmed_step = self.unconfirmed_step, None
 
 
 def _worker_name(strategy):

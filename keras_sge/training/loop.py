@@ -110,7 +110,10 @@ def _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose):
             callbacks.on_train_batch_end(step, logs)
         done = 0
         logs = {name: float(value) for name, value in logs.items()}
-        logs.update({f"val_{name}": float(value) for name, value in evaluator().items()})
+        callbacks.on_test_begin()
+        val_logs = {name: float(value) for name, value in evaluator().items()}
+        callbacks.on_test_end(val_logs)
+        logs.update({f"val_{name}": value for name, value in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

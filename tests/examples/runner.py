@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_PY = os.path.join(REPO_ROOT, "examples", "train.py")
@@ -62,9 +61,8 @@ def tf_config(ports, index):
     )
 
 
-def final_weights(output_dir):
-    """The weights of a run's `model.keras`."""
+def final_model(output_dir):
+    """A run's `model.keras`."""
     import keras_sge  # noqa: F401  (registers SGE for loading)
 
-    model = keras.saving.load_model(os.path.join(output_dir, "model.keras"), compile=False)
-    return [np.asarray(w) for w in model.get_weights()]
+    return keras.saving.load_model(os.path.join(output_dir, "model.keras"), compile=False)
