@@ -14,7 +14,11 @@ Variants, timed interleaved in one process (see benchmarks/common.py):
   (straightforward keras.ops, autodiff gradient).
 - `SGE`: keras_sge.SGE as it is now (compiled forward/backward, custom VJP).
 - `SGE (ops only)`: the same code with backend compilation switched off
-  (`sge_ops.set_compilation(False)`): what the formulation alone gives.
+  (`sge_ops.set_compilation(False)`): what the formulation alone gives,
+  and what a bare `tf.function` around the layer runs (see `sge_ops`).
+- `SGE (other)` (`--compare-with DIR`): the layer of another checkout of
+  keras_sge (e.g. `git archive` of an earlier commit, unpacked in DIR),
+  imported beside this one: a before/after comparison in one process.
 
 Modes: TensorFlow `eager`, `function` (tf.function) and `xla`
 (tf.function(jit_compile=True)); JAX `eager` and `jit`; PyTorch `eager`.
@@ -51,6 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--out-dir", default=None, help="where the JSON result goes (default benchmarks/results)")
     parser.add_argument("--tag", default=None, help="suffix of the result's name (default: backend, device, dtype)")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md / the plot")
+    parser.add_argument("--compare-with", metavar="DIR", help="another checkout of the repository: time its layer too")
     return parser.parse_args(argv)
 
 
@@ -150,23 +155,33 @@ def build_variants(args, mode):
 
     new = keras_sge.SGE(args.groups, data_format="channels_last", dtype=policy)
     old = BaselineSGE(args.groups, data_format="channels_last", dtype=policy)
-    for layer in (new, old):
+    layers = [new, old]
+    if args.compare_with:
+        other_sge = common.import_other_checkout(args.compare_with, "layers.sge")
+        other = other_sge.SGE(args.groups, data_format="channels_last", dtype=policy)
+        layers.append(other)
+    for layer in layers:
         layer.build(shape)
 
     def xy(x, g, b):
         return x * y_other
 
-    def layer_fn(layer):
+    def layer_fn(layer, **call_kwargs):
         def f(x, g, b):
-            return layer.stateless_call([g, b], [], x)[0]
+            return layer.stateless_call([g, b], [], x, **call_kwargs)[0]
 
         return f
 
     forward = {
         "x*y": xy,
         "SGE (before)": layer_fn(old),
-        "SGE": compiled_flag(True, layer_fn(new)),
+        # training=True: the compiled functions, as in Keras's fit/predict
+        # graphs (a bare tf.function, what exports trace, gets the plain
+        # ops of `SGE (ops only)`); the maths is the same either way.
+        "SGE": compiled_flag(True, layer_fn(new, training=True)),
     }
+    if args.compare_with:
+        forward["SGE (other)"] = layer_fn(other)  # with that checkout's own default compilation
     if not (keras.backend.backend() == "tensorflow" and mode == "xla") and keras.backend.backend() != "torch":
         forward["SGE (ops only)"] = compiled_flag(False, layer_fn(new))
 

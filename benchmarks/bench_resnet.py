@@ -16,15 +16,19 @@ built with random weights at 224x224, 1000 classes:
   layer's fused `residual` path.
 - `Keras SGE-ResNet-50 (before)`: the same network with the pre-issue-5
   layer (benchmarks/baseline_sge.py) swapped in while building.
+- `Keras SGE-ResNet-50 (other)` (`--compare-with DIR`): the same network
+  built by another checkout of keras_sge (e.g. `git archive` of an earlier
+  commit, unpacked in DIR), imported beside this one under another name:
+  a before/after comparison in one process.
 - `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50`: tests/torch_reference.py's
   re-implementation of the reference network (imported, not copied), when
   torch is installed; CPU only, float32. It runs in a child process that
   never imports TensorFlow (benchmarks/torch_worker.py): in one process the
   two libraries' thread pools slow PyTorch down several times.
 
-Inference: the model under `tf.function` (TF; `model(x, training=False)`,
-what `predict_on_batch` runs) or `jax.jit` (JAX), at each `--batches`
-size; PyTorch in eval mode under `torch.inference_mode()`. Training step:
+Inference: `model.predict_step` under `tf.function` (TF; what `predict`
+and `predict_on_batch` run per batch) or `jax.jit` (JAX), at each
+`--batches` size; PyTorch in eval mode under `torch.inference_mode()`. Training step:
 forward in training mode, cross-entropy, backward, SGD-momentum update, at
 `--train-batch`. Ratios are per round; the table gives median [min-max].
 """
@@ -58,6 +62,9 @@ def parse_args(argv=None):
         "--unfused", action="store_true", help="add the current SGE layer with separate Add/ReLU layers"
     )
     parser.add_argument("--jit", action="store_true", help="TF: compile the whole model with XLA")
+    parser.add_argument(
+        "--compare-with", metavar="DIR", help="another checkout of the repository: time its SGE-ResNet too"
+    )
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--tag", default=None)
     parser.add_argument("--no-report", action="store_true")
@@ -97,7 +104,10 @@ class KerasRunner:
         if self.backend == "tensorflow":
             import tensorflow as tf
 
-            self.infer = tf.function(lambda x: model(x, training=False), jit_compile=self.jit)
+            # Through `predict_step`, as `predict` and `predict_on_batch` run
+            # it: SGE's XLA functions are used in Keras's execution graphs,
+            # not in a bare tf.function (which is what exports trace).
+            self.infer = tf.function(model.predict_step, jit_compile=self.jit)
 
             def train(x, y):
                 with tf.GradientTape() as tape:
@@ -212,6 +222,11 @@ def main(argv=None):
         keras_models["Keras SGE-ResNet (unfused)"] = KerasRunner(
             build_keras(args.depth, 64, size=args.size, fused=False), args.jit
         )
+    if args.compare_with:
+        other = common.import_other_checkout(args.compare_with, "applications.resnet")
+        keras_models["Keras SGE-ResNet (other)"] = KerasRunner(
+            other.SGEResNet(args.depth, weights=None, input_shape=(args.size, args.size, 3), groups=64), args.jit
+        )
     if not args.no_before:
         keras_models["Keras SGE-ResNet (before)"] = KerasRunner(
             build_keras(args.depth, 64, BaselineSGE, size=args.size), args.jit
@@ -234,6 +249,8 @@ def main(argv=None):
         ("Keras SGE-ResNet", "Keras SGE-ResNet (before)"),
         ("Keras SGE-ResNet (unfused)", "Keras ResNet"),
         ("Keras SGE-ResNet", "Keras SGE-ResNet (unfused)"),
+        ("Keras SGE-ResNet (other)", "Keras ResNet"),
+        ("Keras SGE-ResNet", "Keras SGE-ResNet (other)"),
     ]
 
     def record(task, batch, times):

@@ -6,12 +6,16 @@ then round r + 1), computes each round's ratio against the round's baseline
 and reports the median and the range of those ratios.
 """
 
+import importlib
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,3 +158,22 @@ def save_result(name, payload, out_dir=None):
 def log(message):
     print(message, flush=True)
     sys.stdout.flush()
+
+
+def import_other_checkout(directory, module, alias="keras_sge_other"):
+    """Imports `module` of DIR/keras_sge (another checkout) beside this keras_sge.
+
+    A renamed copy: every `keras_sge` in its sources (imports, the
+    serialization package) becomes `alias`, so the two share no module and
+    can be timed interleaved in one process (a before/after comparison).
+    """
+    source = Path(directory) / "keras_sge"
+    if not source.is_dir():
+        raise SystemExit(f"--compare-with: {directory!r} has no keras_sge package")
+    if alias not in sys.modules:
+        target = Path(tempfile.mkdtemp()) / alias
+        shutil.copytree(source, target)
+        for path in target.rglob("*.py"):
+            path.write_text(re.sub(r"\bkeras_sge\b", alias, path.read_text()))
+        sys.path.insert(0, str(target.parent))
+    return importlib.import_module(f"{alias}.{module}")

@@ -1,13 +1,15 @@
 """keras_sge: Spatial Group-wise Enhance (SGE) for Keras 3.
 
-- `keras_sge.SGE`: the layer; `keras_sge.no_xla()`: export SavedModels
-  without XLA clusters (for TensorFlow Serving).
+- `keras_sge.SGE`: the layer. Models with it export with Keras's own
+  `model.export` (SavedModel, ONNX, LiteRT) and run without keras_sge;
+  `keras_sge.no_xla()` switches the layer's XLA fast path off everywhere.
 - `keras_sge.applications`: SGE-ResNet-18/34/50/101/152, preprocessing,
   ImageNet labels, C2-C5 features, official PyTorch checkpoints on load.
 - `keras_sge.convert`: `python -m keras_sge.convert SRC DST` turns an
   official checkpoint into a Keras weights file.
 - `keras_sge.inspect` / `keras_sge.plotting`: SGE gate maps, per-group
   feature norms and their figures.
+- `keras_sge.litert`: int8 LiteRT export with the SGE layers in float.
 
 The submodules load on first use, so `import keras_sge` stays light.
 """
@@ -18,7 +20,7 @@ from keras_sge.layers.sge import SGE
 from keras_sge.layers.sge_ops import no_xla
 from keras_sge.version import __version__
 
-_LAZY_SUBMODULES = ("applications", "convert", "inspect", "plotting", "training")
+_LAZY_SUBMODULES = ("applications", "convert", "inspect", "litert", "plotting", "training")
 
 __all__ = ["SGE", "no_xla", "__version__", *_LAZY_SUBMODULES]
 

@@ -280,3 +280,91 @@ def export_and_serve_in_fresh_process(model, input_data, tmp_path):
         env={"KERAS_BACKEND": "tensorflow"},
     )
     return ops.convert_to_numpy(model(input_data)), np.load(outputs_path)
+
+
+# --------------------------------------------------------------------------
+# Exported artifacts, run by their own runtimes
+# --------------------------------------------------------------------------
+
+# Each program reads `inputs_path`, writes `outputs_path`, and must not need
+# keras_sge or Keras; the ONNX and LiteRT runtimes not even TensorFlow.
+_ARTIFACT_RUNNERS = {
+    "saved_model": """
+        import tensorflow as tf
+        serving = tf.saved_model.load(artifact).signatures["serving_default"]
+        (input_name,) = serving.structured_input_signature[1]
+        (outputs,) = serving(**{input_name: tf.constant(inputs)}).values()
+        outputs = outputs.numpy()
+        forbidden = ("keras_sge",)  # tf.saved_model.load may import Keras itself
+        """,
+    "onnx": """
+        import onnxruntime
+        session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+        (outputs,) = session.run(None, {session.get_inputs()[0].name: inputs})
+        forbidden = ("keras_sge", "keras", "tensorflow")
+        """,
+    "litert": """
+        from ai_edge_litert.interpreter import Interpreter
+        interpreter = Interpreter(model_path=artifact)
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, inputs.shape, strict=False)
+        interpreter.allocate_tensors()
+        source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        if np.issubdtype(source["dtype"], np.integer):  # full-integer model: quantize with its own scale
+            scale, zero_point = source["quantization"]
+            limits = np.iinfo(source["dtype"])
+            inputs = np.clip(np.round(inputs / scale + zero_point), limits.min, limits.max)
+        interpreter.set_tensor(index, inputs.astype(source["dtype"]))
+        interpreter.invoke()
+        outputs = interpreter.get_tensor(target["index"])
+        if np.issubdtype(target["dtype"], np.integer):
+            scale, zero_point = target["quantization"]
+            outputs = (outputs.astype("float32") - zero_point) * scale
+        forbidden = ("keras_sge", "keras", "tensorflow")
+        """,
+}
+
+
+def run_artifact_in_fresh_process(runtime, artifact, input_data, tmp_path):
+    """Runs an exported model on `input_data` in a new process; returns its outputs.
+
+    The child loads the artifact the way a deployment would, and fails if
+    it imported keras_sge (or Keras or TensorFlow, for ONNX and LiteRT).
+
+    Args:
+        runtime: `"saved_model"` (`tf.saved_model.load`, the
+            `serving_default` signature TF Serving calls), `"onnx"`
+            (onnxruntime) or `"litert"` (`ai_edge_litert`'s interpreter;
+            an integer model's input and output are (de)quantized with the
+            file's own scale and zero point).
+        artifact: the exported file or directory.
+        input_data: one float32 numpy batch, the model's only input.
+    """
+    if runtime not in _ARTIFACT_RUNNERS:
+        raise ValueError(f"`runtime` must be one of {sorted(_ARTIFACT_RUNNERS)}. Received: runtime={runtime!r}")
+    inputs_path = os.path.join(str(tmp_path), f"{runtime}_inputs.npy")
+    outputs_path = os.path.join(str(tmp_path), f"{runtime}_outputs.npy")
+    np.save(inputs_path, np.asarray(input_data, "float32"))
+    program = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        artifact, inputs = {str(artifact)!r}, np.load({inputs_path!r})
+        """
+    ) + textwrap.dedent(_ARTIFACT_RUNNERS[runtime]) + textwrap.dedent(
+        f"""
+        np.save({outputs_path!r}, np.asarray(outputs, "float32"))
+        loaded = [name for name in forbidden if name in sys.modules]
+        assert not loaded, f"running the artifact imported {{loaded}}"
+        """
+    )
+    run_in_fresh_process(program, env={"KERAS_BACKEND": "tensorflow"})
+    return np.load(outputs_path)
+
+
+def assert_close_to_largest_logit(actual, expected, relative=1e-4):
+    """max |actual - expected| <= relative * max |expected|; returns the ratio."""
+    scale = float(np.max(np.abs(expected)))
+    diff = float(np.max(np.abs(np.asarray(actual) - np.asarray(expected))))
+    assert diff <= relative * scale, f"max abs diff {diff:.3g} > {relative} * max |logit| {scale:.3g}"
+    return diff / scale

@@ -45,12 +45,23 @@ class SGE(keras.layers.Layer):
 
     Speed: SGE is bandwidth-bound, so the layer is written for few passes
     over the feature map (see `keras_sge.layers.sge_ops`): on TensorFlow its
-    forward and backward each run as one XLA-compiled function (nested in
-    whatever graph calls the layer; compiled once per input shape), on JAX
-    under `jax.jit`, and the gradient is a hand-written VJP that reuses the
-    forward's gate and statistics. It matches the autodiff gradient, but is
-    finite on a 1x1 or constant map, where autodiff through the zero std
-    gives NaN.
+    forward and backward each run as one XLA-compiled function when called
+    eagerly and inside the graphs of Keras's `fit`, `evaluate` and
+    `predict` (compiled once per input shape), on JAX under `jax.jit`, and
+    the gradient is a hand-written VJP that reuses the forward's gate and
+    statistics. It matches the autodiff gradient, but is finite on a 1x1 or
+    constant map, where autodiff through the zero std gives NaN.
+
+    Export: any other TensorFlow graph, such as the ones `model.export`
+    (SavedModel, ONNX, LiteRT) and `tf.saved_model.save` trace, gets the
+    same maths as plain TensorFlow ops, so the artifacts run without XLA
+    and without keras_sge (TF Serving, onnxruntime, LiteRT). A custom
+    training loop gets the compiled functions when it calls the model with
+    `training=True` or through `model.train_step`; see
+    `keras_sge.layers.sge_ops.set_compilation`. Full-integer (int8) LiteRT
+    quantization, which breaks SGE's normalisation, is refused with an
+    error; `keras_sge.litert.export_integer` quantizes the rest of the
+    model and keeps SGE in float.
 
     Args:
         groups: int, the number of channel groups (64 in the paper). The
@@ -76,6 +87,9 @@ class SGE(keras.layers.Layer):
             with a hand-written gradient for `inputs`, `residual`, `gamma`
             and `beta`. The gate is the same either way (`gate(inputs)`).
             `keras_sge.applications` builds its residual blocks this way.
+        training: Keras's `training` flag. The layer computes the same thing
+            either way; `True` tells it the graph is a training graph (see
+            "Export" above).
 
     Example:
 
@@ -177,7 +191,14 @@ class SGE(keras.layers.Layer):
             )
         return channels
 
-    def call(self, inputs, residual=None):
+    def call(self, inputs, residual=None, training=None):
+        if sge_ops.integer_litert_export_in_progress():
+            raise ValueError(
+                f"SGE layer {self.name!r} cannot be quantized to full integer: int8 rounds the standard "
+                "deviation it divides by to zero and LiteRT's DIV then fails. Use "
+                "keras_sge.litert.export_integer(model, filepath, representative_dataset), which keeps SGE "
+                "in float, or drop `representative_dataset` for dynamic-range quantization."
+            )
         if residual is not None:
             residual = ops.convert_to_tensor(residual)
             if tuple(residual.shape) != tuple(inputs.shape) and None not in residual.shape + inputs.shape:
@@ -187,8 +208,8 @@ class SGE(keras.layers.Layer):
                 )
             if residual.dtype != inputs.dtype:
                 residual = ops.cast(residual, inputs.dtype)
-            return sge_ops.sge_residual_relu(inputs, residual, *self._sge_arguments())
-        return sge_ops.sge_output(inputs, *self._sge_arguments())
+            return sge_ops.sge_residual_relu(inputs, residual, *self._sge_arguments(), training=training)
+        return sge_ops.sge_output(inputs, *self._sge_arguments(), training=training)
 
     def gate(self, inputs):
         """Returns the sigmoid gate: one value per position and group.

@@ -14,10 +14,12 @@ Why not just the layer's ops and autodiff:
   an XLA-compiled `tf.function` (`jit_compile=True`): TensorFlow's graph
   executor runs every op as its own kernel (a dozen passes, and slow
   reductions/broadcasts over the 4- to 32-wide innermost group axis), while
-  XLA fuses them into a few loops. It is nested inside whatever graph calls
-  the layer (eager, `tf.function`, `model.predict`, a SavedModel) and
-  compiled once per input shape and dtype. On JAX the same functions run
-  under `jax.jit`. On PyTorch (and if compilation is switched off with
+  XLA fuses them into a few loops. It runs eagerly, or nested inside the
+  graphs Keras's `fit`, `evaluate` and `predict` trace, compiled once per
+  input shape and dtype; every other graph gets the same maths as plain ops
+  (see `set_compilation`), because a graph that may be exported must not
+  hold an XLA-only function. On JAX the same functions run under `jax.jit`.
+  On PyTorch (and if compilation is switched off with
   `set_compilation(False)`) they run op by op.
 - The gradient is a custom VJP (`keras.ops.custom_gradient`) that reuses
   the gate, the normalised map and the group means saved by the forward
@@ -34,6 +36,7 @@ input's dtype.
 
 import contextlib
 import functools
+import sys
 
 import keras
 from keras import ops
@@ -42,16 +45,35 @@ STATS_DTYPE = "float32"
 
 _COMPILE = True
 
+# Keras's trainer runs every `fit`, `evaluate` and `predict` step (and the
+# `*_on_batch` methods) through these public, overridable Model methods; a
+# graph traced inside one of them is an execution function, which Keras
+# never saves (`TFLayer._trackable_children` drops them from SavedModels).
+_KERAS_STEP_METHODS = frozenset({"train_step", "test_step", "predict_step"})
+
 
 def set_compilation(enabled):
-    """Switches the backend compilation (XLA on TF, jax.jit on JAX) on/off.
+    """Switches the compiled functions (XLA on TF, jax.jit on JAX) on/off.
 
-    For debugging and for the benchmarks; the numbers are the same either
-    way (to float32 rounding). Returns the previous setting.
+    On (the default), TensorFlow uses them only where the graph cannot end
+    up in an artifact: eager calls, and graphs traced by a Keras model's
+    `train_step`, `test_step` or `predict_step` (`fit`, `evaluate`,
+    `predict`, the `*_on_batch` methods, custom loops that call them) or
+    with `training=True`. Every other graph (`model.export` in any format,
+    `tf.saved_model.save`, converters, a plain `tf.function` around the
+    model) gets the same maths as plain ops: the compiled functions nest in
+    the graph as XLA-only functions (`_XlaMustCompile`), which TensorFlow
+    Serving does not run by default and tf2onnx cannot convert. On JAX
+    `jax.jit` nests into any outer trace, so it is always used.
+
+    Off, every backend runs op by op (what `no_xla()` does). The numbers are
+    the same either way, to float32 rounding. Returns the previous setting.
     """
     global _COMPILE
+    if not isinstance(enabled, bool):
+        raise ValueError(f"`enabled` must be True or False. Received: enabled={enabled!r}")
     previous = _COMPILE
-    _COMPILE = bool(enabled)
+    _COMPILE = enabled
     return previous
 
 
@@ -63,17 +85,16 @@ def compilation_enabled():
 def no_xla():
     """SGE layers traced inside this block use plain backend ops, no XLA.
 
-    On TensorFlow the fast path nests an XLA-compiled function in every
-    graph that calls the layer, and an exported SavedModel keeps it
-    (`_XlaMustCompile`). Python TensorFlow runs such a model, but TensorFlow
-    Serving does not JIT-compile XLA by default (its
-    `--xla_cpu_compilation_enabled` flag is off; tensorflow/serving#2214),
-    nor do converters such as TFLite. Export inside this block for a graph
-    of plain TensorFlow ops; the numbers are the same to float32 rounding.
+    Exports do not need it: the compiled functions are only used eagerly
+    and in the graphs of Keras's `fit`, `evaluate` and `predict` (see
+    `set_compilation`), so `model.export(...)` in every format and
+    `tf.saved_model.save` already trace plain ops. This block makes those
+    plain too: to debug, or to time the difference. The numbers are the
+    same to float32 rounding.
 
     ```python
     with keras_sge.no_xla():
-        model.export("saved_model")
+        model.predict(images)
     ```
     """
     previous = set_compilation(False)
@@ -81,6 +102,57 @@ def no_xla():
         yield
     finally:
         set_compilation(previous)
+
+
+def _use_compiled_functions(training):
+    """Whether the SGE call being traced now should use the compiled functions."""
+    if not _COMPILE or keras.backend.backend() != "tensorflow":
+        return _COMPILE
+    import tensorflow as tf
+
+    return tf.executing_eagerly() or training is True or _inside_keras_step()
+
+
+def _inside_keras_step():
+    """Whether a Keras model's train/test/predict step is on the call stack.
+
+    Tracing a `tf.function` runs its Python synchronously, so the step that
+    traces this layer is an outer frame (also in `tf.distribute` replica
+    threads, which start at the step function). A step that AutoGraph
+    converted (a `tf.function` around `model.predict_step`, `strategy.run`)
+    runs as `tf__<name>`.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_name.removeprefix("tf__")
+        if name in _KERAS_STEP_METHODS and isinstance(frame.f_locals.get("self"), keras.Model):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def integer_litert_export_in_progress():
+    """Whether Keras's LiteRT export is tracing for full-integer quantization.
+
+    `model.export(path, format="litert", representative_dataset=...)` (on
+    TensorFlow) calibrates and quantizes activations to int8, which SGE's
+    normalisation does not survive; the layer refuses it (see
+    `keras_sge.litert`). Keras keeps the converter options on its exporter
+    object, an outer frame of the trace.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if tf.executing_eagerly():  # exports trace graphs; eager calls skip the stack walk
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        exporter = frame.f_locals.get("self")
+        if type(exporter).__name__ == "LiteRTExporter":
+            return getattr(exporter, "kwargs", {}).get("representative_dataset") is not None
+        frame = frame.f_back
+    return False
 
 
 class _Layout:
@@ -327,21 +399,24 @@ def _read(weight):
     return weight
 
 
-def _functions(x, groups, data_format, epsilon):
+def _functions(x, groups, data_format, epsilon, training):
     channels_last = data_format == "channels_last"
     channels = x.shape[-1 if channels_last else 1]
-    return _compiled(groups, channels_last, float(epsilon), channels, _COMPILE)
+    return _compiled(groups, channels_last, float(epsilon), channels, _use_compiled_functions(training))
 
 
-def sge_output(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+def sge_output(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last", training=None):
     """SGE's output `x * gate`, in x's dtype, with the custom gradient.
 
     Args:
         x: (N, H, W, C) for channels_last, (N, C, H, W) for channels_first.
         gamma, beta: float32 (G,) tensors.
         groups, epsilon, data_format: as the `SGE` layer's.
+        training: the Keras call's `training` flag. `True` marks a training
+            graph, which is never exported, so it gets the compiled
+            functions (see `set_compilation`); it does not change the maths.
     """
-    fns = _functions(x, groups, data_format, epsilon)
+    fns = _functions(x, groups, data_format, epsilon, training)
     gamma, beta = _read(gamma), _read(beta)
 
     @ops.custom_gradient
@@ -358,7 +433,7 @@ def sge_output(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
     return _sge(x, gamma, beta)
 
 
-def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_format="channels_last", training=None):
     """`relu(shortcut + sge_output(x, ...))` in one compiled function.
 
     A residual block's SGE -> add -> ReLU: the gate multiply, the add and
@@ -370,9 +445,10 @@ def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_forma
     Args:
         x: SGE's input, (N, H, W, C) / (N, C, H, W).
         shortcut: the residual, same shape and dtype as x.
-        gamma, beta, groups, epsilon, data_format: as `sge_output`'s.
+        gamma, beta, groups, epsilon, data_format, training: as
+            `sge_output`'s.
     """
-    fns = _functions(x, groups, data_format, epsilon)
+    fns = _functions(x, groups, data_format, epsilon, training)
     gamma, beta = _read(gamma), _read(beta)
 
     @ops.custom_gradient
@@ -389,9 +465,9 @@ def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_forma
     return _fused(x, shortcut, gamma, beta)
 
 
-def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last", training=None):
     """The float32 gate, (N, H, W, G) / (N, G, H, W), `sge_output` uses."""
-    fns = _functions(x, groups, data_format, epsilon)
+    fns = _functions(x, groups, data_format, epsilon, training)
     gate = fns.gate(x, _read(gamma), _read(beta))
     return fns.layout.unflatten_gate(gate, ops.shape(x))
 

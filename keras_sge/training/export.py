@@ -16,7 +16,6 @@ classes)`. The loaded object also has a `class_names` variable.
 
 import tensorflow as tf
 
-from keras_sge.layers.sge_ops import no_xla
 from keras_sge.training import data
 
 
@@ -64,11 +63,11 @@ class ServingModule(tf.Module):
 def export_saved_model(model, path, class_names, image_size):
     """Writes the SavedModel to `path`; returns the module it was made from."""
     module = ServingModule(model, class_names, image_size)
-    # Traced without XLA clusters: TF Serving does not JIT XLA by default.
-    with no_xla():
-        signatures = {
-            "serving_default": module.serve_encoded.get_concrete_function(),
-            "serve_uint8": module.serve_uint8.get_concrete_function(),
-        }
-        tf.saved_model.save(module, path, signatures=signatures)
+    # These traces are not Keras's fit/predict graphs, so the SGE layers
+    # trace plain ops: no XLA-only function, which TF Serving would not run.
+    signatures = {
+        "serving_default": module.serve_encoded.get_concrete_function(),
+        "serve_uint8": module.serve_uint8.get_concrete_function(),
+    }
+    tf.saved_model.save(module, path, signatures=signatures)
     return module

@@ -116,7 +116,7 @@ def test_functional_model_with_residual_round_trips_config_and_keras_file(tmp_pa
 
 
 @pytest.mark.tensorflow_only
-@pytest.mark.parametrize("plain", [False, True], ids=["xla", "no_xla"])
+@pytest.mark.parametrize("plain", [False, True], ids=["default", "no_xla"])
 def test_saved_model_with_residual_serves_without_keras_sge(plain, tmp_path):
     model = residual_model()
     x = np.random.default_rng(2).standard_normal((3, 8, 5, 16)).astype("float32")

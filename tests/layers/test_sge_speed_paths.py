@@ -209,3 +209,68 @@ def test_training_step_updates_gamma_and_beta():
     for b, a in zip(before, after):
         assert np.all(np.isfinite(a))
         assert not np.allclose(a, b)
+
+
+def test_set_compilation_rejects_a_non_boolean():
+    with pytest.raises(ValueError, match="enabled='always'"):
+        sge_ops.set_compilation("always")
+
+
+def _small_classifier():
+    inputs = keras.Input((8, 8, 16))
+    x = keras_sge.SGE(4, gamma_initializer="random_normal")(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    return model
+
+
+def _tf_function(model, training):
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=training))
+
+
+def _tf_function_of_predict_step(model):
+    import tensorflow as tf
+
+    return tf.function(model.predict_step)  # AutoGraph converts the step
+
+
+_IMAGES = np.random.default_rng(7).standard_normal((4, 8, 8, 16)).astype("float32")
+_LABELS = np.array([0, 1, 2, 0])
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize(
+    "run, compiled",
+    [
+        (lambda m: m(_IMAGES), True),
+        (lambda m: m.fit(_IMAGES, _LABELS, verbose=0), True),
+        (lambda m: m.evaluate(_IMAGES, _LABELS, verbose=0), True),
+        (lambda m: m.predict(_IMAGES, verbose=0), True),
+        (lambda m: m.train_on_batch(_IMAGES, _LABELS), True),
+        (lambda m: m.predict_on_batch(_IMAGES), True),
+        (lambda m: _tf_function(m, training=True)(_IMAGES), True),
+        (lambda m: _tf_function_of_predict_step(m)(_IMAGES), True),
+        (lambda m: _tf_function(m, training=None)(_IMAGES), False),
+        (lambda m: m.export("exported", verbose=False), False),
+    ],
+    ids=["eager", "fit", "evaluate", "predict", "train_on_batch", "predict_on_batch",
+         "tf_function_training", "tf_function_predict_step", "tf_function", "export"],
+)
+def test_compiled_functions_only_where_no_export_can_see_them(run, compiled, monkeypatch, tmp_path):
+    # Eager calls and Keras's execution graphs (never saved) get the XLA
+    # functions; every other graph, where an export may trace, plain ops.
+    chosen = []
+    original = sge_ops._compiled
+
+    def recording(*key):
+        chosen.append(key[-1])
+        return original(*key)
+
+    model = _small_classifier()
+    monkeypatch.setattr(sge_ops, "_compiled", recording)
+    monkeypatch.chdir(tmp_path)  # where "export" writes
+    run(model)
+    assert chosen and set(chosen) == {compiled}, chosen

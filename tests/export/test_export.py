@@ -1,0 +1,218 @@
+"""Every export a Keras user would try, run where it is deployed.
+
+An SGE-ResNet-18 and a small Sequential model with SGE (unknown height and
+width) are exported with the plain Keras / TensorFlow calls, outside any
+keras_sge context manager and after `predict` has traced the fast path:
+`model.export` (SavedModel), `tf.saved_model.save`, `format="onnx"` and
+`format="litert"`. Each artifact then runs in a fresh process that never
+imports keras_sge (nor, for ONNX and LiteRT, Keras or TensorFlow; see
+tests/harness.py), and must give Keras's float32 logits within 1e-4 of the
+largest. The ONNX export from the PyTorch backend is checked the same way;
+quantized LiteRT files must run and report their top-1 agreement, and
+Keras's full-integer LiteRT export, which SGE does not survive, must fail
+without writing a file.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sge import applications
+from keras_sge import convert
+from keras_sge.layers.sge import SGE
+from tests import harness
+from tests.applications import parity
+
+pytestmark = pytest.mark.tensorflow_only
+
+# export kind -> the runtime that loads it (tests/harness.py)
+EXPORTS = {
+    "model_export": "saved_model",
+    "tf_saved_model_save": "saved_model",
+    "onnx": "onnx",
+    "litert": "litert",
+}
+
+
+def sge_resnet18():
+    """SGE-ResNet-18 at 64x64 with random weights, BN statistics and SGE gamma/beta."""
+    model = parity.keras_model(18, classes=10)
+    convert.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, 10, seed=11))
+    return model, applications.preprocess_input(parity.random_images(12, batch=3))
+
+
+def sge_sequential():
+    """Conv -> BN -> SGE -> ReLU -> pooling -> Dense, any image size."""
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            SGE(groups=8),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5),
+        ],
+        name="sge_sequential",
+    )
+    rng = np.random.default_rng(13)
+    for weight in model.weights:
+        low = 0.5 if "variance" in weight.path else -1.0
+        weight.assign(rng.uniform(low, 1.0, weight.shape).astype("float32"))
+    return model, rng.standard_normal((3, 12, 10, 3)).astype("float32")
+
+
+MODELS = {"sge_resnet18": sge_resnet18, "sge_sequential": sge_sequential}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model_and_inputs(request):
+    model, inputs = MODELS[request.param]()
+    # Exports usually follow training or evaluation: let Keras trace the
+    # fast path first, so that the test would see it leak into an export.
+    model.predict(inputs, verbose=0)
+    return model, inputs, keras.ops.convert_to_numpy(model(inputs, training=False))
+
+
+def export(model, kind, directory):
+    """Exports `model` the way a Keras user would; returns the artifact's path."""
+    import tensorflow as tf
+
+    if kind == "model_export":
+        path = os.path.join(directory, "saved_model")
+        model.export(path, verbose=False)
+    elif kind == "tf_saved_model_save":
+        path = os.path.join(directory, "tf_saved_model")
+        tf.saved_model.save(model, path)
+    elif kind == "onnx":
+        path = os.path.join(directory, "model.onnx")
+        model.export(path, format="onnx", verbose=False)
+    else:
+        path = os.path.join(directory, "model.tflite")
+        model.export(path, format="litert", verbose=False)
+    return path
+
+
+# what each runtime needs beside TensorFlow (the `export` extra)
+RUNTIME_MODULES = {"saved_model": [], "onnx": ["tf2onnx", "onnxruntime"], "litert": ["ai_edge_litert"]}
+
+
+def require_runtime(runtime):
+    for module in RUNTIME_MODULES[runtime]:
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install '.[export]')")
+
+
+def assert_no_xla_only_function(saved_model):
+    # TF Serving does not JIT-compile XLA by default; such a function there
+    # would fail to run.
+    with open(os.path.join(saved_model, "saved_model.pb"), "rb") as f:
+        assert b"_XlaMustCompile" not in f.read(), f"{saved_model} holds an XLA-only function"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", list(EXPORTS))
+def test_export_runs_without_keras_sge(model_and_inputs, kind, tmp_path):
+    model, inputs, expected = model_and_inputs
+    require_runtime(EXPORTS[kind])
+    artifact = export(model, kind, str(tmp_path))
+    if EXPORTS[kind] == "saved_model":
+        assert_no_xla_only_function(artifact)
+    served = harness.run_artifact_in_fresh_process(EXPORTS[kind], artifact, inputs, tmp_path)
+    assert served.shape == expected.shape
+    relative = harness.assert_close_to_largest_logit(served, expected)
+    print(f"{model.name} {kind}: max abs diff / max |logit| = {relative:.1e}")
+
+
+@pytest.mark.timeout(300)
+def test_onnx_exported_from_the_torch_backend(tmp_path):
+    # A .keras file saved here (TensorFlow) is exported by a PyTorch-backend
+    # process, and the ONNX file runs in onnxruntime with TensorFlow's logits.
+    pytest.importorskip("torch")
+    require_runtime("onnx")
+    model, inputs = sge_resnet18()
+    expected = keras.ops.convert_to_numpy(model(inputs, training=False))
+    keras_file = str(tmp_path / "sge_resnet18.keras")
+    model.save(keras_file)
+    onnx_file = str(tmp_path / "from_torch.onnx")
+    harness.run_in_fresh_process(
+        f"""
+        import keras
+        import numpy as np
+        import keras_sge
+        assert keras.backend.backend() == "torch"
+        model = keras.saving.load_model({keras_file!r})
+        model(np.zeros((1, *model.input_shape[1:]), "float32"))  # Keras's ONNX export wants a called model
+        model.export({onnx_file!r}, format="onnx", verbose=False)
+        """,
+        env={"KERAS_BACKEND": "torch"},
+    )
+    served = harness.run_artifact_in_fresh_process("onnx", onnx_file, inputs, tmp_path)
+    relative = harness.assert_close_to_largest_logit(served, expected)
+    print(f"ONNX from torch: max abs diff / max |logit| = {relative:.1e}")
+
+
+def representative_images(inputs, count=8):
+    rng = np.random.default_rng(14)
+    for _ in range(count):
+        yield [inputs[:1] + 0.1 * rng.standard_normal(inputs[:1].shape).astype("float32")]
+
+
+def litert_agreement(served, expected):
+    agreement = float(np.mean(np.argmax(served, -1) == np.argmax(expected, -1)))
+    relative = float(np.max(np.abs(served - expected)) / np.max(np.abs(expected)))
+    return f"top-1 agreement {agreement:.2f}, max abs diff / max |logit| {relative:.2e}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("quantization", ["dynamic_range", "integer"])
+def test_quantized_litert_runs_without_keras_sge(quantization, tmp_path):
+    import tensorflow as tf
+
+    import keras_sge.litert
+
+    require_runtime("litert")
+    # ResNet-18: dynamic-range quantization leaves tensors under 1024 values
+    # in float, which would be all of the Sequential model's.
+    model, inputs = sge_resnet18()
+    expected = keras.ops.convert_to_numpy(model(inputs, training=False))
+    path = str(tmp_path / f"{quantization}.tflite")
+    if quantization == "dynamic_range":
+        model.export(path, format="litert", verbose=False, optimizations=[tf.lite.Optimize.DEFAULT])
+    else:
+        keras_sge.litert.export_integer(model, path, lambda: representative_images(inputs))
+    served = harness.run_artifact_in_fresh_process("litert", path, inputs, tmp_path)
+    assert served.shape == expected.shape and np.all(np.isfinite(served))
+    # Quantized files are 4x smaller than float32 ones (int8 weights).
+    assert os.path.getsize(path) < 0.3 * 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    print(f"LiteRT {quantization}: {litert_agreement(served, expected)}")
+
+
+@pytest.mark.timeout(300)
+def test_full_integer_litert_export_refuses_sge_and_writes_nothing(tmp_path):
+    import tensorflow as tf
+
+    # int8 rounds SGE's standard deviation to zero, and LiteRT's DIV then
+    # fails at run time: the export must fail, not write that file.
+    model, inputs = sge_sequential()
+    path = tmp_path / "full_integer.tflite"
+    with pytest.raises(ValueError, match=r"keras_sge\.litert\.export_integer"):
+        model.export(
+            str(path),
+            format="litert",
+            verbose=False,
+            optimizations=[tf.lite.Optimize.DEFAULT],
+            representative_dataset=lambda: representative_images(inputs),
+        )
+    assert not path.exists()
+
+
+def test_export_integer_rejects_bad_arguments(tmp_path):
+    import keras_sge.litert
+
+    model, inputs = sge_sequential()
+    with pytest.raises(ValueError, match="filepath='model.onnx'"):
+        keras_sge.litert.export_integer(model, "model.onnx", lambda: representative_images(inputs))
+    with pytest.raises(ValueError, match="representative_dataset=\\[1, 2\\]"):
+        keras_sge.litert.export_integer(model, str(tmp_path / "m.tflite"), [1, 2])
