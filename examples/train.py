@@ -35,10 +35,13 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_sge import applications  # noqa: E402
+from keras_sge.applications import weights as weights_lib  # noqa: E402
 from keras_sge.training import backup  # noqa: E402
+from keras_sge.training import cluttered  # noqa: E402
 from keras_sge.training import data  # noqa: E402
 from keras_sge.training import distribute  # noqa: E402
 from keras_sge.training import export  # noqa: E402
+from keras_sge.training import finetune  # noqa: E402
 from keras_sge.training import loop  # noqa: E402
 from keras_sge.training import recipe  # noqa: E402
 
@@ -49,12 +52,22 @@ ARCHS = {
     "resnet101": applications.SGEResNet101,
     "resnet152": applications.SGEResNet152,
 }
-# Defaults that depend on the data: the paper's recipe for an image folder,
+# Defaults that depend on the run: the paper's recipe for an image folder;
+# for a folder with --weights, fine-tuning as the keras.io transfer-learning
+# guide does it (the new classifier alone for 2 epochs at the paper's rate,
+# then the whole network at a tenth of it, cosine to 0, 10 epochs in all);
 # a few quick epochs for the embedded digits (8x8 images upsampled to 32x32;
-# flipping a digit changes its meaning, and small crops erase it).
+# flipping a digit changes its meaning, and small crops erase it), and for
+# the cluttered digits (the digit sits anywhere: a crop could cut it out).
 DEFAULTS = {
-    "folder": dict(arch="resnet50", image_size=224, epochs=100, batch_size=256, crop_scale=0.08, flip=True, save_steps=1000),
-    "digits": dict(arch="resnet18", image_size=32, epochs=4, batch_size=32, crop_scale=0.5, flip=False, save_steps=20),
+    "folder": dict(arch="resnet50", image_size=224, epochs=100, batch_size=256, crop_scale=0.08, flip=True, save_steps=1000,
+                   base_lr=0.1, lr_schedule="step", head_epochs=0),
+    "fine-tune": dict(arch="resnet50", image_size=224, epochs=10, batch_size=64, crop_scale=0.08, flip=True, save_steps=500,
+                      base_lr=0.01, lr_schedule="cosine", head_epochs=2),
+    "digits": dict(arch="resnet18", image_size=32, epochs=4, batch_size=32, crop_scale=0.5, flip=False, save_steps=20,
+                   base_lr=0.1, lr_schedule="step", head_epochs=0),
+    "cluttered-digits": dict(arch="resnet18", image_size=32, epochs=3, batch_size=32, crop_scale=1.0, flip=False, save_steps=50,
+                             base_lr=0.1, lr_schedule="cosine", head_epochs=0),
 }
 
 
@@ -87,7 +100,11 @@ def build_parser():
         ),
     )
     d = p.add_argument_group("data")
-    d.add_argument("--data", metavar="DIR", help="ImageNet-layout folder: DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (JPEG/PNG/GIF/BMP, checked at start). Default: scikit-learn's digits, embedded")
+    d.add_argument("--data", metavar="DIR", help="image folder: ImageNet layout, DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg, or one folder per class, DIR/<class>/*.jpg (val: --val-fraction of each class). JPEG/PNG/GIF/BMP, checked at start: images TensorFlow would misread are converted once to PNG in <output-dir>/converted/, unreadable files are listed in <output-dir>/bad_images.txt (see --bad-images). Default: scikit-learn's digits, embedded")
+    d.add_argument("--val-fraction", type=float, default=0.2, help="a folder with one folder per class (no train/ and val/): the fraction of each class held out for validation, chosen by --seed")
+    d.add_argument("--bad-images", choices=data.BAD_IMAGE_POLICIES, default="skip", help="files that cannot be decoded: skip them (listed on the console and in <output-dir>/bad_images.txt), or refuse to train")
+    d.add_argument("--max-bad-fraction", type=float, default=0.01, metavar="F", help="with --bad-images skip, refuse anyway when more than this fraction of the files cannot be decoded (a broken copy or the wrong folder)")
+    d.add_argument("--dataset", choices=["digits", "cluttered-digits"], default="digits", help="the embedded dataset used without --data: scikit-learn's digits, or cluttered digits (one digit at a random place among fragments of others; defaults: image size 32, 3 epochs, batch 32, base lr 0.1 cosine, no crop; the recipe of examples/ablation.py)")
     d.add_argument("--image-size", type=int, help="side of the square training and eval images [folder 224, digits 32]")
     d.add_argument("--crop-scale", type=float, metavar="MIN", help="smallest area fraction of the random-resized crop (the paper: 0.08); 1 = no crop [folder 0.08, digits 0.5]")
     d.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips [folder on, digits off]")
@@ -96,19 +113,21 @@ def build_parser():
     m = p.add_argument_group("model")
     m.add_argument("--arch", choices=sorted(ARCHS, key=lambda a: int(a[6:])), help="ResNet depth [folder resnet50, digits resnet18]")
     m.add_argument("--groups", type=int, default=64, help="SGE groups per block; 0 trains the plain ResNet (the ablation baseline)")
-    m.add_argument("--weights", metavar="FILE", help="initial weights: a .keras / .weights.h5 file or a PyTorch checkpoint (.pth / .pth.tar)")
+    m.add_argument("--weights", metavar="FILE", help="initial weights: a .keras / .weights.h5 file or a PyTorch checkpoint (.pth / .pth.tar). A classifier that does not fit the data's classes starts anew (fine-tuning); with --data this also selects the fine-tuning defaults [fine-tune ...]")
     m.add_argument("--sync-bn", action="store_true", help="synchronise BatchNormalization's batch statistics across replicas")
     m.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="compute in mixed_float16 (with loss scaling) or mixed_bfloat16; variables stay float32")
 
     r = p.add_argument_group("recipe (the paper: SGD momentum 0.9, lr 0.1 per 256 images, L2 1e-4 on all weights, 100 epochs, x0.1 at 30/60/90)")
-    r.add_argument("--epochs", type=int, help="epochs [folder 100, digits 4]")
-    r.add_argument("--batch-size", type=int, help="GLOBAL batch, over all replicas of all workers; must divide by the replica count [folder 256, digits 32]")
+    r.add_argument("--epochs", type=int, help="epochs, the head epochs included [folder 100, fine-tune 10, digits 4]")
+    r.add_argument("--head-epochs", type=int, help="first train only the classifier for this many epochs, the rest of the network frozen (BatchNormalization in inference mode), then the whole network [folder 0, fine-tune 2, digits 0]")
+    r.add_argument("--head-lr", type=float, default=0.1, help="learning rate per 256 images of the head epochs (constant)")
+    r.add_argument("--batch-size", type=int, help="GLOBAL batch, over all replicas of all workers; must divide by the replica count [folder 256, fine-tune 64, digits 32]")
     r.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: train images // batch size)")
-    r.add_argument("--base-lr", type=float, default=0.1, help="learning rate per 256 images; the run uses base-lr * batch-size / 256")
+    r.add_argument("--base-lr", type=float, help="learning rate per 256 images after the head epochs; the run uses base-lr * batch-size / 256 [folder 0.1, fine-tune 0.01, digits 0.1]")
     r.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     r.add_argument("--weight-decay", type=float, default=1e-4, help="torch-style COUPLED weight decay, as in the paper: an L2 penalty wd/2*|w|^2 on every trainable weight (kernels, biases, BN and SGE scales and shifts), i.e. wd*w added to each gradient")
     r.add_argument("--decoupled-weight-decay", type=float, default=0.0, help="Keras optimizer `weight_decay`: DECOUPLED (SGDW-style, w -= lr*wd*w each step, outside momentum); not the paper's")
-    r.add_argument("--lr-schedule", choices=["step", "cosine", "constant"], default="step", help="step: x0.1 at each of --lr-decay-epochs; cosine: to 0 at the end")
+    r.add_argument("--lr-schedule", choices=["step", "cosine", "constant"], help="step: x0.1 at each of --lr-decay-epochs; cosine: to 0 at the end [folder step, fine-tune cosine, digits step]")
     r.add_argument("--lr-decay-epochs", type=_int_list, default="30,60,90", metavar="E1,E2,...", help="epochs of the step schedule's x0.1 decays")
     r.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warmup from 0, in epochs (any schedule)")
     r.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
@@ -136,50 +155,85 @@ def parse_args(argv=None):
     """Parses `argv`, fills the data-dependent defaults, checks the values."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name, value in DEFAULTS["folder" if args.data else "digits"].items():
+    for name, value in DEFAULTS[_profile(args)].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     checks = [
         (args.image_size >= 8, "--image-size must be at least 8"),
         (args.batch_size >= 1 and args.epochs >= 1, "--batch-size and --epochs must be positive"),
+        (0 <= args.head_epochs <= args.epochs, f"--head-epochs must be in [0, --epochs], got {args.head_epochs}"),
         (0 < args.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
         (args.save_steps >= 1, "--save-steps must be positive"),
         (args.groups >= 0, "--groups must be >= 0"),
         (args.weights is None or os.path.isfile(args.weights), f"--weights file not found: {args.weights}"),
         (not args.steps_per_epoch or args.steps_per_epoch > 0, "--steps-per-epoch must be positive"),
+        (not args.data or args.dataset == "digits", f"--dataset {args.dataset} is embedded: leave out --data"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
     if args.output_dir is None:
         model = f"{'sge_' if args.groups else ''}{args.arch}"
-        args.output_dir = os.path.join("runs", f"{model}-{os.path.basename(os.path.normpath(args.data)) if args.data else 'digits'}")
+        args.output_dir = os.path.join("runs", f"{model}-{os.path.basename(os.path.normpath(args.data)) if args.data else args.dataset}")
     return args
 
 
+def _profile(args):
+    if not args.data:
+        return args.dataset
+    return "fine-tune" if args.weights else "folder"
+
+
 def load_data(args):
-    return data.scan_image_folder(args.data) if args.data else data.load_digits(args.image_size)
+    if not args.data:
+        if args.dataset == "cluttered-digits":
+            return cluttered.load_cluttered_digits(args.image_size)
+        return data.load_digits(args.image_size)
+    dataset = data.scan_image_folder(
+        args.data,
+        output_dir=args.output_dir,
+        bad_images=args.bad_images,
+        max_bad_fraction=args.max_bad_fraction,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    for line in dataset.skipped_lines():
+        print(line, flush=True)
+    return dataset
 
 
 def build_model(args, num_classes):
     """The compiled model, its optimizer built; call under strategy.scope()."""
     keras.utils.set_random_seed(args.seed)
-    model = ARCHS[args.arch](
-        weights=args.weights,
+    model = architecture(args, num_classes)
+    if args.weights and args.evaluate_only:
+        weights_lib.load_weights(model, args.weights)  # The classifier must fit.
+    elif args.weights:
+        print(finetune.load_pretrained(model, args.weights, lambda classes: architecture(args, classes)), flush=True)
+    recipe.add_l2_penalty(model, args.weight_decay)
+    peak_lr = recipe.scaled_learning_rate(args.batch_size, args.base_lr)
+    head_steps = args.head_epochs * args.steps_per_epoch
+    schedule = recipe.learning_rate_schedule(
+        peak_lr, args.steps_per_epoch, args.epochs - args.head_epochs, args.lr_schedule, args.lr_decay_epochs, args.warmup_epochs
+    )
+    if head_steps:
+        schedule = recipe.HeadFirst(recipe.scaled_learning_rate(args.batch_size, args.head_lr), head_steps, schedule)
+    recipe.compile_model(model, recipe.sgd(schedule, args.momentum, args.decoupled_weight_decay), args.label_smoothing)
+    model.optimizer.build(model.trainable_variables)
+    head = f"; head epochs {recipe.scaled_learning_rate(args.batch_size, args.head_lr):g}" if head_steps else ""
+    print(f"Model: {model.name}, {model.count_params():,} parameters; peak learning rate {peak_lr:g}{head}")
+    return model
+
+
+def architecture(args, classes):
+    """The run's SGE-ResNet, randomly initialised; `classes=None`: no classifier."""
+    return ARCHS[args.arch](
+        include_top=classes is not None,
         input_shape=(args.image_size, args.image_size, 3),
-        classes=num_classes,
+        classes=classes or 1000,
         groups=args.groups or None,
         synchronized_bn=args.sync_bn,
     )
-    recipe.add_l2_penalty(model, args.weight_decay)
-    peak_lr = recipe.scaled_learning_rate(args.batch_size, args.base_lr)
-    schedule = recipe.learning_rate_schedule(
-        peak_lr, args.steps_per_epoch, args.epochs, args.lr_schedule, args.lr_decay_epochs, args.warmup_epochs
-    )
-    recipe.compile_model(model, recipe.sgd(schedule, args.momentum, args.decoupled_weight_decay), args.label_smoothing)
-    model.optimizer.build(model.trainable_variables)
-    print(f"Model: {model.name}, {model.count_params():,} parameters; peak learning rate {peak_lr:g}")
-    return model
 
 
 def make_inputs(args, dataset, strategy):
@@ -210,13 +264,15 @@ def make_inputs(args, dataset, strategy):
     return loop.Inputs(train_data, val_data, args.steps_per_epoch, data.eval_steps(len(dataset.val), args.batch_size))
 
 
-def chief_callbacks(args, start_step, best):
+def chief_callbacks(args, progress, best):
     """Callbacks writing the run's shared files: the chief's alone.
 
     `best` is the best val accuracy before a resume (-inf if none), so a
     resumed run only replaces `best.keras` with a better model.
     """
+    start_step = progress.step
     return [
+        EpochSteps(progress),
         keras.callbacks.ModelCheckpoint(
             os.path.join(args.output_dir, "best.keras"),
             monitor="val_accuracy",
@@ -264,15 +320,61 @@ def start_training(args, strategy, model, statistics):
 
 
 def train(args, strategy, model, inputs, statistics, progress):
-    """Trains from `progress.step` to the end of the run."""
+    """Trains from `progress.step` to the end of the run.
+
+    With `--head-epochs`, the classifier alone first, then everything.
+    """
     start_step, total = progress.step, args.epochs * args.steps_per_epoch
     callbacks = [progress, distribute.AverageReplicaStatistics(statistics)]
     if distribute.is_chief(strategy):
-        callbacks += chief_callbacks(args, start_step, float(progress.backup.best.numpy()))
+        callbacks += chief_callbacks(args, progress, float(progress.backup.best.numpy()))
     start = time.time()
-    if start_step < total:
-        loop.train(model, strategy, inputs, args.epochs, start_step, callbacks, args.verbose)
+    head_steps = args.head_epochs * args.steps_per_epoch
+    if start_step < head_steps:
+        print(f"Epochs 1-{args.head_epochs}: the classifier alone, the rest of the network frozen", flush=True)
+        set_trainable(args, strategy, model, finetune.freeze_backbone)
+        loop.train(model, strategy, inputs, args.head_epochs, start_step, callbacks, args.verbose)
+        for callback in callbacks:  # The next `fit` continues the same log.
+            if isinstance(callback, keras.callbacks.CSVLogger):
+                callback.append = True
+        set_trainable(args, strategy, model, finetune.unfreeze)
+    if progress.step < total:
+        if head_steps:
+            print(f"Epochs {args.head_epochs + 1}-{args.epochs}: the whole network", flush=True)
+        loop.train(model, strategy, inputs, args.epochs, progress.step, callbacks, args.verbose)
     print(f"Trained steps {start_step}-{total} in {time.time() - start:.1f} s")
+
+
+def set_trainable(args, strategy, model, change):
+    """Applies `change` to the layers' `trainable` flags, and recompiles.
+
+    Keras traces the training step with the trainable variables of the
+    moment; the optimizer, its slots and its step count carry over.
+    """
+    with strategy.scope():
+        change(model)
+        recipe.compile_model(model, model.optimizer, args.label_smoothing)
+
+
+class EpochSteps(keras.callbacks.Callback):
+    """Logs `train_steps`: how many steps an epoch's training metrics cover.
+
+    Keras's metrics restart with every `fit`, so an epoch resumed mid-way
+    reports the steps after the resume only: its row shows fewer than
+    `--steps-per-epoch`.
+    """
+
+    def __init__(self, progress):
+        super().__init__()
+        self.progress = progress
+        self.first_step = progress.step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first_step = self.progress.step
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["train_steps"] = self.progress.step - self.first_step
 
 
 def finish(args, dataset, strategy, model, inputs, statistics):

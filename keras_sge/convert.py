@@ -150,11 +150,15 @@ def _numpy_scalar_globals():
     2019-era training checkpoints may hold e.g. `best_acc` as a numpy
     float64, which `weights_only=True` refuses unless allow-listed. These
     rebuild plain numbers and dtypes and cannot run code. Files written
-    with numpy 1.x name the scalar constructor `numpy.core.multiarray`.
+    with numpy 1.x name the scalar constructor `numpy.core.multiarray`,
+    files written with numpy 2 `numpy._core.multiarray`; both are allowed,
+    whichever numpy runs here (numpy 1.x has no `numpy._core`).
     """
-    scalar = np._core.multiarray.scalar
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    scalar = multiarray.scalar
+    names = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
     dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
+    return [scalar, *((scalar, name) for name in names), np.dtype, *dtype_classes]
 
 
 def _allow_numpy_scalars(torch):

@@ -288,7 +288,11 @@ def SGEResNet(
         name = f"{'sge_' if groups is not None else ''}resnet{depth}"
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        weights_lib.load_weights(model, weights)
+
+        def with_classifier(classes):
+            return SGEResNet(depth, input_shape=tuple(img_input.shape[1:]), classes=classes, groups=groups)
+
+        weights_lib.load_weights(model, weights, with_classifier)
     return model
 
 

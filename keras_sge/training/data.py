@@ -1,9 +1,11 @@
-"""Input pipelines: ImageNet-layout image folders and an embedded dataset.
+"""Input pipelines: image folders and an embedded dataset.
 
 Two sources share one `tf.data` pipeline:
 
-- an ImageNet-layout directory, `train/<class>/*.jpg` and `val/<class>/*.jpg`
-  (`scan_image_folder`), read and decoded in parallel;
+- an image folder (`scan_image_folder`), in the ImageNet layout,
+  `train/<class>/*.jpg` and `val/<class>/*.jpg`, or one folder per class
+  split into train and val by a seeded, stratified fraction; read and
+  decoded in parallel;
 - scikit-learn's handwritten digits (`load_digits`), a small real dataset
   shipped inside the scikit-learn wheel, held in memory.
 
@@ -21,26 +23,38 @@ properties follow, and the training script relies on both:
   or on several. Each input pipeline (one per worker) keeps only its own
   replicas' images *before* reading or decoding them, so workers read
   disjoint shards.
+
+One bad file must not cost a long run. At start every file of a folder
+gets a cheap structural check (`image_files`): images TensorFlow would
+misread or refuse are converted once to PNG, unreadable files are listed
+and skipped (or the run is refused). What the check cannot see (corrupt
+data inside a complete file) is caught when decoding fails at run time:
+the training stream drops that image with a warning
+(`Dataset.ignore_errors`), and the evaluation pass replaces it with a
+weight-0 blank at the end of the pass. The trade-offs: the properties above
+hold exactly for files that decode; after a dropped image its input
+pipeline runs one image ahead of the pure stream (batches stay full, so
+every replica still gets one batch per step and multi-worker runs stay in
+step), and a val image that fails counts in no metric.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
+import tempfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
 
 from keras_sge.applications import center_crop_resize
 from keras_sge.applications import preprocess_input
+from keras_sge.training import image_files
 
-# Magic numbers of the formats `tf.io.decode_image` reads.
-_SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"GIF87a": "GIF",
-    b"GIF89a": "GIF",
-    b"BM": "BMP",
-}
+# What to do with image files that cannot be decoded (see `scan_image_folder`).
+BAD_IMAGE_POLICIES = ("skip", "refuse")
+BAD_IMAGES_REPORT = "bad_images.txt"
 
 
 class DataError(ValueError):
@@ -72,12 +86,30 @@ class ImageData:
     train: Split
     val: Split
     class_names: tuple
+    # What the folder check found (see `scan_image_folder`): remarks for
+    # `describe`, `(path, reason)` of the skipped files, `(path, PNG, reason)`
+    # of the converted ones, and the file listing the skipped ones.
+    notes: tuple = ()
+    skipped: tuple = ()
+    converted: tuple = ()
+    report_path: str = None
 
     def describe(self):
         return (
             f"{self.name}: {len(self.train)} train / {len(self.val)} val "
-            f"images, {len(self.class_names)} classes"
+            f"images, {len(self.class_names)} classes" + "".join(f"; {note}" for note in self.notes)
         )
+
+    def skipped_lines(self, limit=20):
+        """Console lines naming the skipped files, the first `limit` of them."""
+        if not self.skipped:
+            return []
+        where = f", all listed in {self.report_path}" if self.report_path else ""
+        lines = [f"Skipping {len(self.skipped)} unreadable image file(s){where}:"]
+        lines += [f"  {path}: {reason}" for path, reason in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"  ... and {len(self.skipped) - limit} more")
+        return lines
 
 
 # --------------------------------------------------------------------------
@@ -115,28 +147,86 @@ def load_digits(image_size=32, val_fraction=0.2, seed=0):
     )
 
 
-def scan_image_folder(root):
-    """Lists and checks an ImageNet-layout directory.
+def scan_image_folder(root, output_dir=None, bad_images="skip", max_bad_fraction=0.01, val_fraction=0.2, seed=0):
+    """Lists and checks an image folder, in either of two layouts.
 
-    Expects `root/train/<class>/<image>` and `root/val/<class>/<image>`;
-    the sorted train class folders define the labels, and val may hold a
-    subset of them. Every file's first bytes are checked, so a file that is
-    not a JPEG, PNG, GIF or BMP image fails now, in one line, rather than
-    hours into training. Hidden files (`.DS_Store`, ...) are skipped.
+    - ImageNet layout: `root/train/<class>/<image>` and
+      `root/val/<class>/<image>`; the sorted train class folders define the
+      labels, and val may hold a subset of them.
+    - One folder per class, `root/<class>/<image>` (what
+      `keras.utils.image_dataset_from_directory` reads); files beside the
+      class folders (a LICENSE) are ignored. Val is a seeded, stratified
+      `val_fraction` of each class (`_split_per_class`): the same for a given
+      `seed` on every worker and every rerun.
+
+    Every file is checked at start (`image_files.check_files`, cheap): files
+    that TensorFlow would misread or refuse but Pillow decodes are converted
+    once to PNG under `output_dir/converted/`; unreadable ones (truncated,
+    not an image: a `.txt`, `Thumbs.db`) are listed, path and reason, in
+    `output_dir/bad_images.txt`, and then skipped (`bad_images="skip"`) or
+    refused (`"refuse"`: a DataError naming the first). Skipping stops at
+    `max_bad_fraction` of the files: more than that is a broken copy or the
+    wrong folder, not a few bad files, and is refused too. Hidden files
+    (`.DS_Store`, ...) are not listed. Without `output_dir`, conversions go
+    to a temporary folder and no list is written.
 
     Raises:
-        DataError: a missing folder, an empty class folder, a stray or
-            non-image file, or a val class that train does not have.
+        DataError: a missing folder, an empty class folder, a stray file
+            beside the class folders of train/ or val/, a val class that
+            train does not have, an empty split, or unreadable files refused.
     """
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
+    if not 0 <= max_bad_fraction <= 1:
+        raise DataError(f"the fraction of unreadable files to skip must be in [0, 1], got {max_bad_fraction}")
     if not os.path.isdir(root):
         raise DataError(f"data directory not found: {root}")
-    class_names = _class_folders(os.path.join(root, "train"))
-    train = _scan_split(os.path.join(root, "train"), class_names, class_names)
-    val = _scan_split(os.path.join(root, "val"), _class_folders(os.path.join(root, "val")), class_names)
-    return ImageData(name=root, train=train, val=val, class_names=tuple(class_names))
+    class_names, splits, notes = _list_image_folder(root, val_fraction, seed)
+    paths = splits["train"][0] + splits["val"][0]
+    converted_dir = os.path.join(output_dir, "converted") if output_dir else _temporary_converted_dir()
+    check = image_files.check_files(paths, root, converted_dir)
+    report = _report_bad_files(check.bad, output_dir)
+    _enforce_bad_image_policy(check.bad, len(paths), root, report, bad_images, max_bad_fraction)
+    if check.converted:
+        notes.append(f"{len(check.converted)} converted to PNG in {converted_dir}")
+    if check.bad:
+        notes.append(f"{len(check.bad)} unreadable skipped" + (f" (listed in {report})" if report else ""))
+    num_train = len(splits["train"][0])
+    train = _checked_split(splits["train"][1], check, slice(0, num_train))
+    val = _checked_split(splits["val"][1], check, slice(num_train, len(paths)))
+    for name, split in (("train", train), ("val", val)):
+        if not len(split):
+            raise DataError(f"no readable {name} images in {root}")
+    return ImageData(
+        name=root,
+        train=train,
+        val=val,
+        class_names=tuple(class_names),
+        notes=tuple(notes),
+        skipped=check.bad,
+        converted=check.converted,
+        report_path=report,
+    )
 
 
-def _class_folders(split_dir):
+def _list_image_folder(root, val_fraction, seed):
+    """`(class names, {split: (paths, labels)}, notes)` of either layout."""
+    if os.path.isdir(os.path.join(root, "train")):
+        class_names = _class_folders(os.path.join(root, "train"))
+        splits = {
+            "train": _list_split(os.path.join(root, "train"), class_names, class_names),
+            "val": _list_split(os.path.join(root, "val"), _class_folders(os.path.join(root, "val")), class_names),
+        }
+        return class_names, splits, []
+    if not 0 < val_fraction < 1:
+        raise DataError(f"the validation fraction must be in (0, 1), got {val_fraction}")
+    class_names = _class_folders(root, ignore_files=True)
+    paths, labels = _list_split(root, class_names, class_names)
+    splits = _split_per_class(paths, labels, class_names, val_fraction, seed)
+    return class_names, splits, [f"val: a seeded {val_fraction * 100:g}% of each class (seed {seed})"]
+
+
+def _class_folders(split_dir, ignore_files=False):
     if not os.path.isdir(split_dir):
         raise DataError(f"expected an ImageNet-layout folder, missing directory: {split_dir}")
     names, strays = [], []
@@ -144,14 +234,15 @@ def _class_folders(split_dir):
         if entry.name.startswith("."):
             continue
         (names if entry.is_dir() else strays).append(entry.name)
-    if strays:
+    if strays and not ignore_files:
         raise DataError(f"expected only class folders in {split_dir}, found file: {sorted(strays)[0]}")
     if not names:
         raise DataError(f"no class folders in {split_dir}")
     return sorted(names)
 
 
-def _scan_split(split_dir, names, class_names):
+def _list_split(split_dir, names, class_names):
+    """`(paths, labels)` of the class folders `names` of one split."""
     paths, labels = [], []
     for name in names:
         if name not in class_names:
@@ -165,29 +256,83 @@ def _scan_split(split_dir, names, class_names):
             raise DataError(f"empty class folder: {os.path.join(split_dir, name)}")
         paths += files
         labels += [class_names.index(name)] * len(files)
-    sizes = _check_images(paths)
-    return Split(labels=np.asarray(labels, "int32"), paths=np.asarray(paths), num_bytes=sum(sizes))
+    return paths, labels
 
 
-def _check_images(paths):
-    """Returns the file sizes; raises DataError on the first non-image."""
-    # Many small reads: threads hide the file system's latency.
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        results = list(pool.map(_sniff, paths))
-    for path, (kind, _) in zip(paths, results):
-        if kind is None:
-            raise DataError(f"not a JPEG/PNG/GIF/BMP image: {path}")
-    return [size for _, size in results]
+def _split_per_class(paths, labels, class_names, val_fraction, seed):
+    """A seeded, stratified train/val split of one folder per class.
+
+    In each class, the first `round(n * val_fraction)` files of a permutation
+    seeded by `(seed, class name)` go to val (at least one, and never all,
+    of a class of two or more). It depends only on the seed and the class's
+    own file names, not on other classes or on the machine; both splits
+    keep the sorted order.
+    """
+    paths, labels = np.asarray(paths), np.asarray(labels)
+    in_val = np.zeros(len(paths), bool)
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(labels == label)
+        count = len(members)
+        num_val = min(max(round(count * val_fraction), 1), count - 1) if count > 1 else 0
+        rng = np.random.default_rng([seed % 2**32, zlib.crc32(name.encode())])
+        in_val[members[rng.permutation(count)[:num_val]]] = True
+    if not in_val.any():
+        raise DataError("the validation split is empty: every class has a single image")
+    return {
+        "train": (paths[~in_val].tolist(), labels[~in_val].tolist()),
+        "val": (paths[in_val].tolist(), labels[in_val].tolist()),
+    }
 
 
-def _sniff(path):
-    if not os.path.isfile(path):
-        return None, 0
-    with open(path, "rb") as f:
-        head = f.read(8)
-        size = os.fstat(f.fileno()).st_size
-    kind = next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
-    return kind, size
+def _checked_split(labels, check, part):
+    """The split of the files `part` of `check` that can be read."""
+    keep = check.keep[part]
+    return Split(
+        labels=np.asarray(labels, "int32")[keep],
+        paths=check.paths[part][keep],
+        num_bytes=int(check.sizes[part][keep].sum()),
+    )
+
+
+def _report_bad_files(bad, output_dir):
+    """Writes `output_dir/bad_images.txt` (path TAB reason); returns its path.
+
+    A clean folder removes the list an earlier run may have left. Written
+    under a temporary name and renamed: workers sharing `output_dir` write
+    the same list.
+    """
+    if not output_dir:
+        return None
+    report = os.path.join(output_dir, BAD_IMAGES_REPORT)
+    if not bad:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(report)
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=output_dir, prefix=".bad_images-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+        f.writelines(f"{path}\t{reason}\n" for path, reason in bad)
+    os.replace(temporary, report)
+    return report
+
+
+def _enforce_bad_image_policy(bad, total, root, report, policy, max_bad_fraction):
+    """Raises DataError if the unreadable files must not be skipped."""
+    if not bad:
+        return
+    path, reason = bad[0]
+    where = f"; all listed in {report}" if report else ""
+    if policy == "refuse":
+        raise DataError(f"{len(bad)} unreadable image file(s) in {root}, the first: {path} ({reason}){where}")
+    if len(bad) > max_bad_fraction * total:
+        raise DataError(
+            f"{len(bad)} of {total} files in {root} are unreadable ({len(bad) / total:.1%}), more than the "
+            f"{max_bad_fraction:.1%} that may be skipped; the first: {path} ({reason}){where}"
+        )
+
+
+def _temporary_converted_dir():
+    return os.path.join(tempfile.gettempdir(), f"keras_sge-converted-{os.getpid()}")
 
 
 # --------------------------------------------------------------------------
@@ -245,6 +390,9 @@ class Pipeline:
         return (
             stream.filter(is_mine)
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            # A file the start-up check let through but that fails to decode
+            # is dropped with a warning, not the run (module docstring).
+            .ignore_errors(log_warning=True)
             .batch(per_replica, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE)
         )
@@ -259,7 +407,9 @@ class Pipeline:
         padded, with weight-0 copies of its last image, to whole global
         batches: every replica then gets the same number of full batches
         (TensorFlow's CPU convolution fails on the empty batches a ragged end
-        would give some replicas), and weighted metrics stay exact.
+        would give some replicas), and weighted metrics stay exact. An image
+        that fails to decode is replaced by a weight-0 blank, so the count
+        of batches holds.
         """
         read, encoded = self._reader(split, self.cache_bytes)
         labels = tf.constant(split.labels)
@@ -279,6 +429,17 @@ class Pipeline:
             .shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
             .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         )
+        if encoded:
+            # An image that fails to decode is dropped, and a weight-0 blank
+            # at the end of the pass takes its place: every pass keeps its
+            # number of batches on every replica.
+            shard_size = len(range(input_context.input_pipeline_id, padded, input_context.num_input_pipelines))
+            blank = (tf.zeros([self.image_size] * 2 + [3]), tf.zeros([self.num_classes]), tf.constant(0.0))
+            dataset = (
+                dataset.ignore_errors(log_warning=True)
+                .concatenate(tf.data.Dataset.from_tensors(blank).repeat())
+                .take(shard_size)
+            )
         if padded * self.image_size**2 * 3 * 4 <= self.cache_bytes:
             dataset = dataset.cache()
         return dataset.batch(per_replica, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)

@@ -97,6 +97,48 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         return cls(schedule, config["warmup_steps"])
 
 
+@keras.saving.register_keras_serializable(package="keras_sge")
+class HeadFirst(keras.optimizers.schedules.LearningRateSchedule):
+    """`head_learning_rate` for the first `head_steps`, then `schedule`.
+
+    The schedule of a fine-tuning run: the new classifier trains alone at
+    its own rate, then the whole network follows `schedule`, counted from
+    the end of the head phase.
+
+    Args:
+        head_learning_rate: the learning rate of the head phase.
+        head_steps: length of the head phase, in optimizer steps.
+        schedule: a `LearningRateSchedule` or a constant learning rate.
+    """
+
+    def __init__(self, head_learning_rate, head_steps, schedule):
+        self.head_learning_rate = head_learning_rate
+        self.head_steps = head_steps
+        self.schedule = schedule
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        after = step - self.head_steps
+        if callable(self.schedule):
+            after = self.schedule(keras.ops.maximum(after, 0.0))
+        else:
+            after = keras.ops.convert_to_tensor(self.schedule, "float32")
+        return keras.ops.where(step < self.head_steps, self.head_learning_rate, after)
+
+    def get_config(self):
+        schedule = self.schedule
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            schedule = keras.optimizers.schedules.serialize(schedule)
+        return {"head_learning_rate": self.head_learning_rate, "head_steps": self.head_steps, "schedule": schedule}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["schedule"], dict):
+            config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
+        return cls(**config)
+
+
 def add_l2_penalty(model, weight_decay):
     """torch-style (coupled) weight decay on every trainable variable.
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,19 @@ def run(args, env=None, timeout=300):
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, f"train.py {' '.join(args)} failed:\n{output[-4000:]}"
     return output
+
+
+def run_until(process, marker, timeout=300):
+    """Reads the process's output until `marker`, SIGKILLs it, returns all output."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    lines.append(process.communicate(timeout=timeout)[0])
+    assert process.returncode == -signal.SIGKILL, "".join(lines)[-4000:]
+    return "".join(lines)
 
 
 def free_ports(count):

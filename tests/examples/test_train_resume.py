@@ -2,7 +2,6 @@
 
 import os
 import re
-import signal
 import textwrap
 
 import pytest
@@ -42,12 +41,12 @@ def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(tmp_p
     backups = tmp_path / "backup" / "worker-0"
 
     # 1. Killed while writing the backup of step 8: step 4 is the last good one.
-    output = _run_until(runner.start(args, script=HANG_IN_SAVE), "HANGING IN SAVE")
+    output = runner.run_until(runner.start(args, script=HANG_IN_SAVE), "HANGING IN SAVE")
     assert "Backup saved at step 4" in output
     assert any(name.startswith("ckpt-8") for name in os.listdir(backups)), "the step-8 files were not written"
 
     # 2. Resumes at step 4; killed mid-training after the backup of step 12.
-    output = _run_until(runner.start(args), "Backup saved at step 12")
+    output = runner.run_until(runner.start(args), "Backup saved at step 12")
     assert "Resumed from backup at step 4 " in output
     last_good = max(int(step) for step in re.findall(r"Backup saved at step (\d+)", output))
 
@@ -57,16 +56,3 @@ def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(tmp_p
     assert f"Trained steps {last_good}-16" in output
     assert "Validation: accuracy" in output
     assert os.path.exists(tmp_path / "saved_model" / "saved_model.pb")
-
-
-def _run_until(process, marker, timeout=300):
-    """Reads the process's output until `marker`, SIGKILLs it, returns all output."""
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if marker in line:
-            process.send_signal(signal.SIGKILL)
-            break
-    lines.append(process.communicate(timeout=timeout)[0])
-    assert process.returncode == -signal.SIGKILL, "".join(lines)[-4000:]
-    return "".join(lines)
