@@ -128,3 +128,23 @@ def _losses(output_dir):
 
 def _equal(layer, other):
     return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(layer.weights, other.weights))
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_only_scores_the_checkpoints_own_classifier(colour_folder, official_checkpoint, tmp_path):
+    torch = pytest.importorskip("torch")
+    from tests import torch_reference
+
+    path = str(tmp_path / "three_classes.pth.tar")
+    torch.manual_seed(5)
+    parity.save_official_checkpoint(torch_reference.sge_resnet18(num_classes=3), path)
+    output = runner.run(RUN + ["--data", colour_folder, "--weights", path, "--evaluate-only", "--output-dir", str(tmp_path / "a")])
+    assert re.search(r"Validation: .*accuracy \d\.\d{4}.*top3_accuracy 1\.0000", output), output[-2000:]
+    assert "Trained" not in output
+
+    # A classifier for other classes cannot be evaluated: one line, the fix named.
+    process = runner.start(RUN + ["--data", colour_folder, "--weights", official_checkpoint, "--evaluate-only", "--output-dir", str(tmp_path / "b")])
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 2, output[-2000:]
+    assert re.search(r"train\.py: error: The weights in .* have a 1000-class classifier; the model has 3 classes", output), output[-2000:]
+    assert "Traceback" not in output
