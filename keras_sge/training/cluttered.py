@@ -14,7 +14,7 @@ Geometry, for a canvas of side `S` (32 by default):
   cluttered MNIST a 28-pixel digit sits on a 60-pixel canvas) and pasted at
   a uniformly random position at least `ceil(S / 16)` pixels from every
   edge, so the evaluation centre crop of `examples/train.py` (7/8 of the
-  side) never cuts it;
+  side) leaves the digit whole, to within a pixel;
 - `clutter` fragments (6 by default), each a square crop of side
   `round(0.3 * digit side)` (5 at 32) of another upscaled digit, holding at
   least a quarter of the ink density of its source digit, are pasted at
