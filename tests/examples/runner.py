@@ -1,5 +1,6 @@
 """Helpers to run `examples/train.py` in subprocesses, as a user would."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -15,6 +16,14 @@ TRAIN_PY = os.path.join(REPO_ROOT, "examples", "train.py")
 # Small and quick: SGE-ResNet-18 at 32x32 on the embedded digits, one
 # TensorFlow thread per process, no progress bar.
 QUICK = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--verbose", "2"]
+
+
+def import_train_script():
+    """examples/train.py imported as a module, to call its functions in-process."""
+    spec = importlib.util.spec_from_file_location("train", TRAIN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def environment(**extra):

@@ -1,6 +1,5 @@
 """examples/train.py on an image folder, its export, and its argument checks."""
 
-import importlib.util
 import io
 import json
 import os
@@ -22,10 +21,7 @@ CLASSES = ("disc", "square", "stripes")
 @pytest.fixture(scope="module")
 def train_script():
     """examples/train.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("train", runner.TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runner.import_train_script()
 
 
 def _draw(kind, size, seed):

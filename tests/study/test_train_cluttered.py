@@ -1,6 +1,5 @@
 """examples/train.py trains on the cluttered digits."""
 
-import importlib.util
 import os
 
 import pytest
@@ -13,10 +12,7 @@ pytestmark = pytest.mark.tensorflow_only
 @pytest.fixture(scope="module")
 def train_script():
     """examples/train.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("train", runner.TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runner.import_train_script()
 
 
 @pytest.mark.slow
