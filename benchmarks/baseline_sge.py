@@ -1,7 +1,7 @@
-"""BASELINE for the benchmarks: the SGE maths as it was before issue 5.
+"""BASELINE for the benchmarks: the first, straightforward SGE layer.
 
-The computation of keras_sge/layers/sge.py at commit aa71ee0 (the plain
-keras.ops version, autodiff gradient), kept only so that the benchmarks can
+SGE's maths as plain keras.ops with the autodiff gradient, before the fused
+functions and the hand-written VJP of `sge_ops`, kept only so that the benchmarks can
 measure "before" and "after" in the same process. Construction, validation,
 weights and config are the current `SGE`'s, inherited; only `call` and
 `gate` (and the helpers they use) are the old code. Do not use it in models.
@@ -17,7 +17,7 @@ _STATS_DTYPE = "float32"
 
 @keras.saving.register_keras_serializable(package="keras_sge_benchmarks")
 class BaselineSGE(SGE):
-    """The pre-issue-5 SGE: several separate ops, autodiff gradient."""
+    """The straightforward SGE: several separate ops, autodiff gradient."""
 
     def call(self, inputs):
         grouped = self._split_groups(inputs)

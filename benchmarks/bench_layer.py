@@ -10,7 +10,7 @@ Variants, timed interleaved in one process (see benchmarks/common.py):
 
 - `x*y`: a plain elementwise multiply of the input by a same-shaped tensor
   (2 reads, 1 write): the yardstick.
-- `SGE (before)`: benchmarks/baseline_sge.py, the layer before issue 5
+- `SGE (before)`: benchmarks/baseline_sge.py, the first, straightforward layer
   (straightforward keras.ops, autodiff gradient).
 - `SGE`: keras_sge.SGE as it is now (compiled forward/backward, custom VJP).
 - `SGE (ops only)`: the same code with backend compilation switched off
@@ -30,8 +30,6 @@ same mode and pass; the table gives median [min-max] over rounds.
 import argparse
 import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,6 +1,6 @@
 """Benchmarks 2 and 3: SGE-ResNet-50 against ResNet-50, and against PyTorch.
 
-Run from the repository root (so that `tests.torch_reference` imports):
+Run from the repository root (so that `keras_sge.testing.torch_reference` imports):
 
     python -m benchmarks.bench_resnet                          # defaults
     python -m benchmarks.bench_resnet --batches 8 --rounds 2   # quick
@@ -11,16 +11,16 @@ built with random weights at 224x224, 1000 classes:
 
 - `Keras ResNet-50`: keras_sge.applications.SGEResNet50(groups=None).
 - `Keras SGE-ResNet-50`: the same builder with SGE (the current layer).
-- `Keras SGE-ResNet-50 (unfused)` (`--unfused`): the current layer, but the
-  blocks built with separate SGE, Add and ReLU layers instead of the SGE
-  layer's fused `residual` path.
-- `Keras SGE-ResNet-50 (before)`: the same network with the pre-issue-5
-  layer (benchmarks/baseline_sge.py) swapped in while building.
+- `Keras SGE-ResNet-50 (unfused)` (`--unfused`): the blocks built with
+  `attention=` an `SGE` layer followed by separate Add and ReLU layers,
+  instead of the fused `SGEResidual` layer.
+- `Keras SGE-ResNet-50 (before)`: the same network with the first,
+  straightforward SGE layer (benchmarks/baseline_sge.py) as its attention.
 - `Keras SGE-ResNet-50 (other)` (`--compare-with DIR`): the same network
   built by another checkout of keras_sge (e.g. `git archive` of an earlier
   commit, unpacked in DIR), imported beside this one under another name:
   a before/after comparison in one process.
-- `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50`: tests/torch_reference.py's
+- `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50`: keras_sge/testing/torch_reference.py's
   re-implementation of the reference network (imported, not copied), when
   torch is installed; CPU only, float32. It runs in a child process that
   never imports TensorFlow (benchmarks/torch_worker.py): in one process the
@@ -37,14 +37,13 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.baseline_sge import BaselineSGE  # noqa: E402
-from keras_sge.applications import resnet as resnet_module  # noqa: E402
+from keras_sge import SGE  # noqa: E402
+from keras_sge.applications.resnet import SGEResNet  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -57,7 +56,7 @@ def parse_args(argv=None):
     parser.add_argument("--reps", default="1:5,8:2,32:1", help="calls per timing, per batch size")
     parser.add_argument("--dtype", default="float32", help="Keras policy: float32, mixed_float16, mixed_bfloat16")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--no-before", action="store_true", help="skip the pre-issue-5 SGE variant")
+    parser.add_argument("--no-before", action="store_true", help="skip the baseline SGE layer variant")
     parser.add_argument(
         "--unfused", action="store_true", help="add the current SGE layer with separate Add/ReLU layers"
     )
@@ -71,20 +70,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_keras(depth, groups, layer_class=None, size=224, fused=True):
-    """The applications builder; `layer_class` swaps the SGE layer in.
+def build_keras(depth, attention="sge", size=224):
+    """The applications builder with the blocks' attention chosen by argument.
 
-    `fused=False` (implied by `layer_class`) builds the blocks with separate
-    SGE, Add and ReLU layers instead of the SGE layer's residual path.
+    `attention`: as `SGEResNet`'s (`"sge"`: the fused SGE blocks, `None`:
+    ResNet), or an SGE layer class to insert unfused (SGE, then separate
+    Add and ReLU layers), e.g. `keras_sge.SGE` or `BaselineSGE`.
     """
-    original = resnet_module.SGE, resnet_module.FUSE_SGE_RESIDUAL
-    if layer_class is not None:
-        resnet_module.SGE = layer_class
-    resnet_module.FUSE_SGE_RESIDUAL = fused and layer_class is None
-    try:
-        return resnet_module.SGEResNet(depth, weights=None, input_shape=(size, size, 3), groups=groups)
-    finally:
-        resnet_module.SGE, resnet_module.FUSE_SGE_RESIDUAL = original
+    if isinstance(attention, type):
+        layer_class = attention
+        attention = lambda channels, name: layer_class(groups=64, name=name)  # noqa: E731
+    return SGEResNet(depth, weights=None, input_shape=(size, size, 3), attention=attention)
 
 
 class KerasRunner:
@@ -210,17 +206,17 @@ def main(argv=None):
     if use_torch:
         try:
             import torch  # noqa: F401
-            import tests.torch_reference  # noqa: F401
+            import keras_sge.testing.torch_reference  # noqa: F401
         except ImportError:
             use_torch = False
 
     keras_models = {
         "Keras ResNet": KerasRunner(build_keras(args.depth, None, size=args.size), args.jit),
-        "Keras SGE-ResNet": KerasRunner(build_keras(args.depth, 64, size=args.size), args.jit),
+        "Keras SGE-ResNet": KerasRunner(build_keras(args.depth, "sge", size=args.size), args.jit),
     }
     if args.unfused:
         keras_models["Keras SGE-ResNet (unfused)"] = KerasRunner(
-            build_keras(args.depth, 64, size=args.size, fused=False), args.jit
+            build_keras(args.depth, SGE, size=args.size), args.jit
         )
     if args.compare_with:
         other = common.import_other_checkout(args.compare_with, "applications.resnet")
@@ -229,7 +225,7 @@ def main(argv=None):
         )
     if not args.no_before:
         keras_models["Keras SGE-ResNet (before)"] = KerasRunner(
-            build_keras(args.depth, 64, BaselineSGE, size=args.size), args.jit
+            build_keras(args.depth, BaselineSGE, size=args.size), args.jit
         )
     torch_names = {}
     worker = None

@@ -36,8 +36,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from benchmarks import common  # noqa: E402
 
 IMAGENET_TRAIN_FILES = 1_281_167

@@ -1,6 +1,6 @@
 """Shared helpers for the benchmarks: interleaved timing, stats, machine info.
 
-Timings on a shared 2-core machine are noisy, so every benchmark runs its
+Timings on shared machines are noisy, so every benchmark runs its
 variants interleaved in one process (round r times variant A, then B, ...,
 then round r + 1), computes each round's ratio against the round's baseline
 and reports the median and the range of those ratios.

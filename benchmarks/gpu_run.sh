@@ -1,7 +1,7 @@
 #!/bin/bash
-# The GPU check, as run once through the device tool (one NVIDIA H100, no
-# TensorFlow there: the Keras JAX backend, mixed precision). Keras and its
-# two missing dependencies travel as wheels in .whl/ (see the device notes):
+# The GPU benchmarks on a machine with an NVIDIA GPU, JAX and no TensorFlow
+# (the Keras JAX backend, mixed precision). Keras and its two dependencies
+# that such a machine may lack travel as wheels in .whl/:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform any -d .whl \
 #     keras==3.15.1 namex optree

@@ -2,7 +2,7 @@
 
 PyTorch and TensorFlow in one process slow PyTorch down several times on
 this CPU (their thread pools fight), so bench_resnet.py runs the PyTorch
-reference network (tests/torch_reference.py, imported) here, in a child
+reference network (keras_sge/testing/torch_reference.py, imported) here, in a child
 process that never imports TensorFlow, and drives it in lockstep: one JSON
 command per line on stdin, one JSON answer per line on stdout.
 """
@@ -12,14 +12,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def main():
     import numpy as np
     import torch
 
-    from tests import torch_reference
+    from keras_sge.testing import torch_reference
 
     torch.set_num_threads(os.cpu_count())
     models, optimizers, data = {}, {}, {}

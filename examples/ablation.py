@@ -47,6 +47,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from keras_sge.training import cli  # noqa: E402
+
 VARIANTS = ("sge", "plain", "flat")
 VARIANT_NAMES = {
     "sge": "SGE-ResNet-18 (groups=64)",
@@ -61,15 +63,8 @@ COMPARISONS = (("sge", "plain"), ("flat", "plain"), ("sge", "flat"))
 FIGURE_IMAGES = 4
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Reports usage errors in one line, without the usage block."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser():
-    p = OneLineParser(prog="ablation.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.OneLineParser(prog="ablation.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=os.path.join("docs", "study"), help="where the table, figures and raw JSON go")
     p.add_argument("--seeds", type=int, default=4, help="runs per variant, seeds 0..N-1 (initialisation and batch order)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run")

@@ -21,6 +21,7 @@ SavedModel that serves raw JPEG/PNG bytes or uint8 images without keras_sge.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -36,7 +37,9 @@ import tensorflow as tf  # noqa: E402
 
 from keras_sge import applications  # noqa: E402
 from keras_sge.applications import weights as weights_lib  # noqa: E402
+from keras_sge.applications.checkpoint_model import checkpoint_architecture  # noqa: E402
 from keras_sge.training import backup  # noqa: E402
+from keras_sge.training import cli  # noqa: E402
 from keras_sge.training import cluttered  # noqa: E402
 from keras_sge.training import data  # noqa: E402
 from keras_sge.training import distribute  # noqa: E402
@@ -80,15 +83,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Reports usage errors in one line, without the usage block."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser():
-    p = OneLineParser(
+    p = cli.OneLineParser(
         prog="train.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
@@ -111,7 +107,7 @@ def build_parser():
     d.add_argument("--cache-mb", type=float, default=1024, help="in-memory cache budget per split, MB: training files whose total size fits are kept encoded in memory; the val set is cached decoded if it fits (0: off)")
 
     m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=sorted(ARCHS, key=lambda a: int(a[6:])), help="ResNet depth [folder resnet50, digits resnet18]")
+    m.add_argument("--arch", choices=sorted(ARCHS, key=lambda a: int(a[6:])), help="ResNet depth [a PyTorch --weights checkpoint's; folder resnet50, digits resnet18]")
     m.add_argument("--groups", type=int, default=64, help="SGE groups per block; 0 trains the plain ResNet (the ablation baseline)")
     m.add_argument("--weights", metavar="FILE", help="initial weights: a .keras / .weights.h5 file or a PyTorch checkpoint (.pth / .pth.tar). A classifier that does not fit the data's classes starts anew (fine-tuning); with --data this also selects the fine-tuning defaults [fine-tune ...]")
     m.add_argument("--sync-bn", action="store_true", help="synchronise BatchNormalization's batch statistics across replicas")
@@ -155,6 +151,8 @@ def parse_args(argv=None):
     """Parses `argv`, fills the data-dependent defaults, checks the values."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.arch is None and args.weights and os.path.isfile(args.weights):
+        args.arch = checkpoint_arch(args.weights)
     for name, value in DEFAULTS[_profile(args)].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -176,6 +174,20 @@ def parse_args(argv=None):
         model = f"{'sge_' if args.groups else ''}{args.arch}"
         args.output_dir = os.path.join("runs", f"{model}-{os.path.basename(os.path.normpath(args.data)) if args.data else args.dataset}")
     return args
+
+
+@functools.lru_cache(maxsize=1)
+def weights_file(path):
+    """`--weights`, read once however often the script asks."""
+    return weights_lib.WeightsFile(path)
+
+
+def checkpoint_arch(path):
+    """`--arch` for a PyTorch checkpoint given as `--weights` (None for a Keras file)."""
+    weights = weights_file(path)
+    if weights.is_keras:
+        return None
+    return f"resnet{checkpoint_architecture(weights)['depth']}"
 
 
 def _profile(args):
@@ -207,9 +219,9 @@ def build_model(args, num_classes):
     keras.utils.set_random_seed(args.seed)
     model = architecture(args, num_classes)
     if args.weights and args.evaluate_only:
-        weights_lib.load_weights(model, args.weights)  # The classifier must fit.
+        weights_lib.load_weights(model, weights_file(args.weights))  # The classifier must fit.
     elif args.weights:
-        print(finetune.load_pretrained(model, args.weights, lambda classes: architecture(args, classes)), flush=True)
+        print(finetune.load_pretrained(model, weights_file(args.weights), lambda classes: architecture(args, classes)), flush=True)
     recipe.add_l2_penalty(model, args.weight_decay)
     peak_lr = recipe.scaled_learning_rate(args.batch_size, args.base_lr)
     head_steps = args.head_epochs * args.steps_per_epoch

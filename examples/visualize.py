@@ -30,18 +30,13 @@ import sys
 
 import numpy as np
 
+from keras_sge.training import cli
+
 DEFAULT_IMAGE_SIZE = 224
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Reports usage errors in one line, like the script's other errors."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv):
-    parser = OneLineParser(prog="visualize.py", description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="visualize.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (default: scikit-learn's photos)")
     parser.add_argument("--weights", help="PyTorch checkpoint, .weights.h5 or .keras model (default: random init)")
     parser.add_argument("--out", required=True, help="directory for the PNG figures")
@@ -64,31 +59,29 @@ def parse_args(argv):
 
 
 def load_model(weights, depth):
-    """The model to inspect; see the module docstring for `weights`."""
+    """The model to inspect; see the module docstring for `weights`.
+
+    The figures need only the SGE layers, so the network is built without
+    its classifier: a checkpoint's classifier is ignored, whatever its
+    number of classes.
+    """
     import keras
 
+    from keras_sge.applications import architectures
+    from keras_sge.applications import checkpoint_model
     from keras_sge.applications.resnet import SGEResNet
+    from keras_sge.applications.weights import WeightsFile
 
     if weights is not None and weights.endswith(".keras"):
         return keras.saving.load_model(weights, compile=False)
-    if depth is None:
-        depth = _checkpoint_depth(weights) if _is_torch_checkpoint(weights) else 50
-    # The figures need only the SGE layers. A Keras weights file needs the
-    # classifier (the model must match the file); without one, a PyTorch
-    # checkpoint's `fc` is ignored, whatever its number of classes.
-    include_top = weights is not None and not _is_torch_checkpoint(weights)
+    if weights is not None and not WeightsFile(weights).is_keras:
+        checkpoint = WeightsFile(weights)  # read once, for both calls
+        arch = checkpoint_model.checkpoint_architecture(checkpoint, depth=depth)
+        print(f"Building {architectures.describe(**arch)} from {weights} ...")
+        return checkpoint_model.from_checkpoint(checkpoint, include_top=False, depth=depth)
+    depth = depth or 50
     print(f"Building SGE-ResNet-{depth} ({'random init' if weights is None else weights}) ...")
-    return SGEResNet(depth, include_top=include_top, weights=weights, input_shape=_any_size_input_shape())
-
-
-def _is_torch_checkpoint(weights):
-    return weights is not None and not weights.endswith(".h5")
-
-
-def _checkpoint_depth(path):
-    from keras_sge import convert
-
-    return convert.infer_architecture(convert.load_state_dict(path))["depth"]
+    return SGEResNet(depth, include_top=False, weights=weights, input_shape=_any_size_input_shape())
 
 
 def _any_size_input_shape():

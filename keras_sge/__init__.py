@@ -3,10 +3,17 @@
 - `keras_sge.SGE`: the layer. Models with it export with Keras's own
   `model.export` (SavedModel, ONNX, LiteRT) and run without keras_sge;
   `keras_sge.no_xla()` switches the layer's XLA fast path off everywhere.
-- `keras_sge.applications`: SGE-ResNet-18/34/50/101/152, preprocessing,
-  ImageNet labels, C2-C5 features, official PyTorch checkpoints on load.
+- `keras_sge.layers`: `SGE`, `SGEResidual` (a residual block's end with
+  SGE, fused) and `SqueezeExcite`, one module each.
+- `keras_sge.applications`: SGE-ResNet-18/34/50/101/152 (and SE / plain
+  variants), preprocessing, ImageNet labels, C2-C5 features, official
+  PyTorch checkpoints on load.
 - `keras_sge.convert`: `python -m keras_sge.convert SRC DST` turns an
-  official checkpoint into a Keras weights file.
+  official checkpoint into a Keras weights file (or a KerasHub preset).
+- `keras_sge.hub`: the SGE-ResNets as KerasHub backbones, classifiers and
+  presets (needs the `hub` extra).
+- `keras_sge.training`: the pieces of `examples/train.py` (data, recipe,
+  distribution, backups, export).
 - `keras_sge.inspect` / `keras_sge.plotting`: SGE gate maps, per-group
   feature norms and their figures.
 - `keras_sge.litert`: int8 LiteRT export with the SGE layers in float.
@@ -16,13 +23,14 @@ The submodules load on first use, so `import keras_sge` stays light.
 
 import importlib
 
+from keras_sge import layers
 from keras_sge.layers.sge import SGE
 from keras_sge.layers.sge_ops import no_xla
 from keras_sge.version import __version__
 
-_LAZY_SUBMODULES = ("applications", "convert", "inspect", "litert", "plotting", "training")
+_LAZY_SUBMODULES = ("applications", "convert", "hub", "inspect", "litert", "plotting", "training")
 
-__all__ = ["SGE", "no_xla", "__version__", *_LAZY_SUBMODULES]
+__all__ = ["SGE", "layers", "no_xla", "__version__", *_LAZY_SUBMODULES]
 
 
 def __getattr__(name):

@@ -12,11 +12,10 @@ returns what each layer computed in the forward pass:
 Nothing of the layer's maths is re-implemented here: one `keras.Model`
 (`sge_probe`) outputs every chosen layer's input and output in a single
 forward pass, and the gate comes from the layer's own public `gate` method,
-so the values are exactly those of the model's forward pass. An SGE layer
-called with a `residual` (as in `keras_sge.applications`' blocks) outputs
-the block's `relu(residual + input * gate)`; for it, `outputs` is the
-layer applied to its input without the residual, i.e. `input * gate` from
-the same compiled function.
+so the values are exactly those of the model's forward pass. An
+`SGEResidual` layer (the end of a `keras_sge.applications` block) outputs
+the block's `relu(shortcut + input * gate)`; for it, `outputs` is SGE's own
+output `input * gate`, from `SGE.call` on the same layer.
 
 Maps are laid out like the layer's data format: `(N, H, W, G)` for
 `"channels_last"` and `(N, G, H, W)` for `"channels_first"`.
@@ -46,6 +45,7 @@ import numpy as np
 from keras import ops
 
 from keras_sge.layers.sge import SGE
+from keras_sge.layers.sge_residual import SGEResidual
 
 LAST_STAGE = "last_stage"
 ALL = "all"
@@ -62,8 +62,8 @@ class SGEMaps:
             below is laid out that way.
         inputs: the layer's input, `(N, H, W, C)` or `(N, C, H, W)`.
         outputs: the layer's output in the same forward pass, `inputs`
-            times the gate (for a layer called with a `residual`, the
-            layer applied to `inputs` alone, before the add and ReLU).
+            times the gate (for an `SGEResidual` layer, SGE's output
+            before the add and ReLU).
         gate: `SGE.gate(inputs)`, `(N, H, W, G)` or `(N, G, H, W)`.
         norm_before: L2 norm of `inputs` over each group's channels, laid
             out like `gate`.
@@ -133,13 +133,13 @@ def _last_stage(found):
 
 
 def _sge_input(layer):
-    """The SGE layer's input (its `input` also lists a `residual`, if any)."""
+    """The SGE layer's input (an `SGEResidual`'s `input` also lists the shortcut)."""
     inputs = layer.input
     return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
 
 
 def _has_residual(layer):
-    return isinstance(layer.input, (list, tuple))
+    return isinstance(layer, SGEResidual)
 
 
 def _nested_hint(model):
@@ -153,8 +153,8 @@ def sge_probe(model, layers):
     """A model giving, in one forward pass, each SGE layer's input and output.
 
     It shares its layers and weights with `model`, takes the same inputs
-    and outputs a dict `{layer name: (input, output)}`. For a layer called
-    with a `residual`, the output is the block's `relu(residual + SGE)`.
+    and outputs a dict `{layer name: (input, output)}`. For an `SGEResidual`
+    layer, the output is the block's `relu(shortcut + SGE)`.
 
     Args:
         model: the model holding the layers.
@@ -224,8 +224,8 @@ def _run_batch(probe, layers, batch):
         inputs, outputs = results[layer.name]
         if _has_residual(layer):
             # The fused output is past the add and ReLU: SGE's own output
-            # is the layer on its input alone (same gate, `SGE.gate`).
-            outputs = layer(inputs)
+            # is the base class's call on the same layer (same gate).
+            outputs = SGE.call(layer, inputs)
         values[layer.name] = tuple(_numpy(t) for t in (inputs, outputs, layer.gate(inputs)))
     return values
 

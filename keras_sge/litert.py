@@ -14,10 +14,21 @@ every other layer in int8, the SGE layers (a few small per-group maps, and
 the gate multiply) in float.
 
 ```python
+import numpy as np
+import keras
+import keras_sge
 import keras_sge.litert
 
+model = keras.Sequential([
+    keras.Input((32, 32, 3)),
+    keras.layers.Conv2D(16, 3, padding="same"),
+    keras_sge.SGE(groups=4),
+    keras.layers.GlobalAveragePooling2D(),
+])
+images = np.random.rand(8, 32, 32, 3).astype("float32")
+
 def calibration_images():           # a few hundred training images
-    for image in images[:200]:
+    for image in images:
         yield [image[None]]
 
 keras_sge.litert.export_integer(model, "model_int8.tflite", calibration_images)

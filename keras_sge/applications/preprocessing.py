@@ -13,6 +13,9 @@ import math
 
 import numpy as np
 
+from keras_sge.arguments import check_positive_int
+from keras_sge.arguments import standardize_data_format
+
 # torchvision's ImageNet statistics, used by the reference's transforms.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -46,7 +49,7 @@ def preprocess_input(x, data_format=None):
     >>> [round(float(v), 4) for v in out[0, 0, 0]]
     [2.2489, 2.4286, 2.64]
     """
-    shape = _channel_shape(_standardize_data_format(data_format))
+    shape = _channel_shape(standardize_data_format(data_format))
     mean = np.reshape(np.asarray(MEAN, "float32"), shape)
     std = np.reshape(np.asarray(STD, "float32"), shape)
     if isinstance(x, (np.ndarray, list, tuple, int, float)):
@@ -97,8 +100,7 @@ def center_crop_resize(images, image_size=224, interpolation="bilinear", antiali
     """
     import tensorflow as tf
 
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"`image_size` must be a positive integer. Received: image_size={image_size!r}")
+    check_positive_int("image_size", image_size)
     images = tf.convert_to_tensor(images)
     if images.shape.rank not in (3, 4):
         raise ValueError(
@@ -118,17 +120,6 @@ def center_crop_resize(images, image_size=224, interpolation="bilinear", antiali
     top = tf.cast(tf.round(tf.cast(new_height - image_size, "float32") / 2.0), "int32")
     left = tf.cast(tf.round(tf.cast(new_width - image_size, "float32") / 2.0), "int32")
     return tf.image.crop_to_bounding_box(resized, top, left, image_size, image_size)
-
-
-def _standardize_data_format(data_format):
-    import keras
-
-    value = keras.config.image_data_format() if data_format is None else str(data_format).lower()
-    if value not in ("channels_last", "channels_first"):
-        raise ValueError(
-            f"`data_format` must be 'channels_last' or 'channels_first'. Received: data_format={data_format!r}"
-        )
-    return value
 
 
 def _channel_shape(data_format):

@@ -1,35 +1,82 @@
-"""Resolves the `weights` argument of the SGE-ResNet builders."""
+"""Resolves the `weights` argument of the SGE-ResNet builders.
+
+A weights file is either a Keras file (`.weights.h5` / `.h5`, which are
+HDF5, or a `.keras` archive) or a PyTorch checkpoint of the reference
+network. `WeightsFile` reads one once and loads it into models.
+"""
 
 import io
 import os
+import re
+import shutil
+import tempfile
 import zipfile
 
 import h5py
 
+from keras_sge.applications import torch_checkpoint
+from keras_sge.applications import torch_mapping
+from keras_sge.layers.sge_residual import SGEResidual
+
+CLASSIFIER = "predictions"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _is_keras_weights_file(path):
-    """`.weights.h5` / `.h5` files are HDF5; a `.keras` archive is a zip.
+def is_keras_weights_file(path):
+    """Whether `path` is a Keras weights file rather than a PyTorch checkpoint.
 
-    torch's (zip) checkpoints are zips too, so zips count as Keras only by
-    their `.keras` extension.
+    `.weights.h5` / `.h5` files are HDF5, told by their signature whatever
+    their name. A `.keras` archive is a zip, and so are torch's (zip)
+    checkpoints, so zips count as Keras only by their `.keras` extension.
     """
+    path = os.fspath(path)
     if path.endswith(".keras"):
         return True
     with open(path, "rb") as f:
         return f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
 
 
-def _check_file(weights):
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise ValueError(
-            "The `weights` argument should be either `None` (random "
-            "initialization) or the path to a Keras weights file or a PyTorch "
-            f"checkpoint. No such file: Received: weights={weights!r}"
-        )
-    return path
+class WeightsFile:
+    """A Keras weights file or a PyTorch checkpoint, read at most once.
+
+    Args:
+        weights: the file's path.
+
+    Raises:
+        ValueError: `weights` is not an existing file.
+    """
+
+    def __init__(self, weights):
+        self.path = _check_file(weights)
+        self.is_keras = is_keras_weights_file(self.path)
+        self._state_dict = None
+
+    @property
+    def state_dict(self):
+        """A PyTorch checkpoint's `{key: float32 array}` (read on first use)."""
+        if self._state_dict is None:
+            self._state_dict = torch_checkpoint.load_state_dict(self.path)
+        return self._state_dict
+
+    @property
+    def classes(self):
+        """The number of classes of the file's classifier (None if it has none)."""
+        if self.is_keras:
+            return _keras_file_classes(self.path)
+        return _state_dict_classes(self.state_dict)
+
+    def load_into(self, model, with_classifier=None):
+        """Loads the file into `model`; see `load_weights`."""
+        _check_classifier(model, self.classes, self.path)
+        if not self.is_keras:
+            torch_mapping.set_weights_from_state_dict(model, self.state_dict, source=f"checkpoint {self.path!r}")
+            return
+        if model_classes(model) is None and self.classes is not None and with_classifier is not None:
+            source = with_classifier(self.classes)
+            _load_keras_file(source, self.path)
+            transfer_weights(source, model)
+        else:
+            _load_keras_file(model, self.path)
 
 
 def load_weights(model, weights, with_classifier=None):
@@ -42,7 +89,7 @@ def load_weights(model, weights, with_classifier=None):
 
     Args:
         model: a model built by `keras_sge.applications`.
-        weights: the file.
+        weights: the file (a path, or a `WeightsFile`).
         with_classifier: `classes -> model`, the same architecture as
             `model` with a classifier; needed to load a Keras file with a
             classifier into a model without one.
@@ -51,35 +98,11 @@ def load_weights(model, weights, with_classifier=None):
         ValueError: `weights` is not an existing file, or the file does not
             fit the model (the message names the keys).
     """
-    path = _check_file(weights)
-    if _is_keras_weights_file(path):
-        file_classes = _keras_file_classes(path)
-        _check_classifier(model, file_classes, path)
-        if model_classes(model) is None and file_classes is not None and with_classifier is not None:
-            source = with_classifier(file_classes)
-            source.load_weights(path)
-            transfer_weights(source, model)
-        else:
-            model.load_weights(path)
-        return
-    from keras_sge import convert
-
-    state_dict = convert.load_state_dict(path)
-    _check_classifier(model, _state_dict_classes(state_dict), path)
-    convert.set_weights_from_state_dict(model, state_dict, source=f"checkpoint {path!r}")
+    weights = weights if isinstance(weights, WeightsFile) else WeightsFile(weights)
+    weights.load_into(model, with_classifier)
 
 
-def checkpoint_classes(weights):
-    """The number of classes of a weights file's classifier (None if it has none)."""
-    path = _check_file(weights)
-    if _is_keras_weights_file(path):
-        return _keras_file_classes(path)
-    from keras_sge import convert
-
-    return _state_dict_classes(convert.load_state_dict(path))
-
-
-def transfer_weights(source, model, skip=("predictions",)):
+def transfer_weights(source, model, skip=(CLASSIFIER,)):
     """Copies the weights of `source`'s layers into `model`'s layers of the same name.
 
     Returns the number of variables copied.
@@ -93,10 +116,21 @@ def transfer_weights(source, model, skip=("predictions",)):
 
 
 def model_classes(model):
-    """The number of classes of a model's `predictions` layer (None if it has none)."""
-    if "predictions" not in {layer.name for layer in model.layers}:
+    """The number of classes of a model's classifier (None if it has none)."""
+    if CLASSIFIER not in {layer.name for layer in model.layers}:
         return None
-    return model.get_layer("predictions").units
+    return model.get_layer(CLASSIFIER).units
+
+
+def _check_file(weights):
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise ValueError(
+            "The `weights` argument should be either `None` (random "
+            "initialization) or the path to a Keras weights file or a PyTorch "
+            f"checkpoint. No such file: Received: weights={weights!r}"
+        )
+    return path
 
 
 def _check_classifier(model, file_classes, path):
@@ -139,3 +173,50 @@ def _dense_width(file):
 
         weights["layers"].visititems(visit)
     return widths[0] if len(widths) == 1 else None
+
+
+# ---------------------------------------------------------------------------
+# Keras files written before SGE blocks had their own layer class
+# ---------------------------------------------------------------------------
+
+# Keras keys a weights file's groups by each layer's class name and index
+# (`layers/sge_3`). Files written when the blocks' SGE layers were plain
+# `SGE` layers (called with the shortcut) hold them as `sge_K`; today's
+# blocks are `SGEResidual` layers, `sge_residual_K`, in the same order.
+_LEGACY_SGE_GROUP = re.compile(r"^sge(_\d+)?$")
+
+
+def _load_keras_file(model, path):
+    if not _is_legacy_layout(model, path):
+        model.load_weights(path)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        model.load_weights(_modernised_copy(path, scratch))
+
+
+def _weights_file_of(path, scratch):
+    """The HDF5 weights of a Keras file: itself, or a `.keras` archive's."""
+    if not path.endswith(".keras"):
+        return path
+    extracted = os.path.join(scratch, "archive.weights.h5")
+    with zipfile.ZipFile(path) as archive, open(extracted, "wb") as out:
+        out.write(archive.read("model.weights.h5"))
+    return extracted
+
+
+def _is_legacy_layout(model, path):
+    if not any(isinstance(layer, SGEResidual) for layer in model.layers):
+        return False
+    with tempfile.TemporaryDirectory() as scratch, h5py.File(_weights_file_of(path, scratch), "r") as f:
+        groups = set(f["layers"]) if "layers" in f else set()
+    return any(_LEGACY_SGE_GROUP.match(g) for g in groups) and not any(g.startswith("sge_residual") for g in groups)
+
+
+def _modernised_copy(path, scratch):
+    """A copy of the file's weights with `sge_K` groups renamed `sge_residual_K`."""
+    copy = os.path.join(scratch, "modernised.weights.h5")
+    shutil.copyfile(_weights_file_of(path, scratch), copy)
+    with h5py.File(copy, "r+") as f:
+        for group in [g for g in f["layers"] if _LEGACY_SGE_GROUP.match(g)]:
+            f["layers"].move(group, "sge_residual" + group[len("sge") :])
+    return copy

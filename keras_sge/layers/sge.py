@@ -6,6 +6,8 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_sge.arguments import check_positive_int
+from keras_sge.arguments import standardize_data_format
 from keras_sge.layers import sge_ops
 
 # Statistics are always taken in float32: under mixed_float16 a similarity
@@ -79,14 +81,6 @@ class SGE(keras.layers.Layer):
 
     Call arguments:
         inputs: (N, H, W, C) or (N, C, H, W).
-        residual: optional tensor of the same shape (a residual block's
-            shortcut). With it the layer returns the block's output
-            `relu(residual + inputs * gate)` instead of `inputs * gate`,
-            computed in one compiled function (the gate multiply, the add
-            and the ReLU are one pass over memory instead of three kernels)
-            with a hand-written gradient for `inputs`, `residual`, `gamma`
-            and `beta`. The gate is the same either way (`gate(inputs)`).
-            `keras_sge.applications` builds its residual blocks this way.
         training: Keras's `training` flag. The layer computes the same thing
             either way; `True` tells it the graph is a training graph (see
             "Export" above).
@@ -120,10 +114,7 @@ class SGE(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(
-                f"`groups` must be a positive integer. Received: groups={groups!r}"
-            )
+        check_positive_int("groups", groups)
         if not epsilon >= 0:
             raise ValueError(
                 "`epsilon` must be a non-negative number. "
@@ -131,7 +122,7 @@ class SGE(keras.layers.Layer):
             )
         self.groups = groups
         self.epsilon = float(epsilon)
-        self.data_format = _standardize_data_format(data_format)
+        self.data_format = standardize_data_format(data_format)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
@@ -191,7 +182,11 @@ class SGE(keras.layers.Layer):
             )
         return channels
 
-    def call(self, inputs, residual=None, training=None):
+    def call(self, inputs, training=None):
+        self._refuse_integer_litert_export()
+        return sge_ops.sge_output(inputs, *self._sge_arguments(), training=training)
+
+    def _refuse_integer_litert_export(self):
         if sge_ops.integer_litert_export_in_progress():
             raise ValueError(
                 f"SGE layer {self.name!r} cannot be quantized to full integer: int8 rounds the standard "
@@ -199,17 +194,6 @@ class SGE(keras.layers.Layer):
                 "keras_sge.litert.export_integer(model, filepath, representative_dataset), which keeps SGE "
                 "in float, or drop `representative_dataset` for dynamic-range quantization."
             )
-        if residual is not None:
-            residual = ops.convert_to_tensor(residual)
-            if tuple(residual.shape) != tuple(inputs.shape) and None not in residual.shape + inputs.shape:
-                raise ValueError(
-                    "`residual` must have the shape of the input. Received: "
-                    f"inputs.shape={tuple(inputs.shape)}, residual.shape={tuple(residual.shape)}"
-                )
-            if residual.dtype != inputs.dtype:
-                residual = ops.cast(residual, inputs.dtype)
-            return sge_ops.sge_residual_relu(inputs, residual, *self._sge_arguments(), training=training)
-        return sge_ops.sge_output(inputs, *self._sge_arguments(), training=training)
 
     def gate(self, inputs):
         """Returns the sigmoid gate: one value per position and group.
@@ -217,8 +201,7 @@ class SGE(keras.layers.Layer):
         The shape is (N, H, W, G) for channels_last and (N, G, H, W) for
         channels_first, in float32 whatever the compute dtype. `call`
         multiplies each group's channels by exactly this gate (cast to the
-        compute dtype), also when called with a `residual`; both come from
-        the same forward function.
+        compute dtype); `SGEResidual` uses the same gate.
 
         Args:
             inputs: the layer's input, (N, H, W, C) or (N, C, H, W).
@@ -253,14 +236,3 @@ class SGE(keras.layers.Layer):
         )
         return config
 
-
-def _standardize_data_format(data_format):
-    if data_format is None:
-        return keras.config.image_data_format()
-    value = str(data_format).lower()
-    if value not in ("channels_last", "channels_first"):
-        raise ValueError(
-            "`data_format` must be 'channels_last' or 'channels_first'. "
-            f"Received: data_format={data_format!r}"
-        )
-    return value

@@ -1,7 +1,8 @@
 """The SGE computation as functions: forward, hand-written gradient, dispatch.
 
-`keras_sge.SGE` calls `sge_output` and `sge_gate`; they are also the pieces
-a block-level fast path would reuse (see `sge_residual_relu`).
+`keras_sge.SGE` calls `sge_output` and `sge_gate`; `keras_sge.layers.SGEResidual`
+calls `sge_residual_relu`, the same forward and gradient with a residual block's
+add and ReLU in the same compiled function.
 
 Why not just the layer's ops and autodiff:
 
@@ -77,10 +78,6 @@ def set_compilation(enabled):
     return previous
 
 
-def compilation_enabled():
-    return _COMPILE
-
-
 @contextlib.contextmanager
 def no_xla():
     """SGE layers traced inside this block use plain backend ops, no XLA.
@@ -93,8 +90,12 @@ def no_xla():
     same to float32 rounding.
 
     ```python
+    import keras
+    import keras_sge
+
+    model = keras.Sequential([keras.Input((8, 8, 16)), keras_sge.SGE(groups=4)])
     with keras_sge.no_xla():
-        model.predict(images)
+        outputs = model.predict(keras.random.normal((2, 8, 8, 16)), verbose=0)
     ```
     """
     previous = set_compilation(False)
@@ -477,8 +478,3 @@ def sge_output_autodiff(x, gamma, beta, groups, epsilon=1e-5, data_format="chann
     layout = _Layout(groups, data_format == "channels_last")
     return _forward(x, gamma, beta, layout, float(epsilon))[0]
 
-
-def sge_residual_relu_autodiff(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
-    """`relu(shortcut + x * gate)` through plain ops and autodiff (tests)."""
-    layout = _Layout(groups, data_format == "channels_last")
-    return _forward_residual(x, shortcut, gamma, beta, layout, float(epsilon))[0]

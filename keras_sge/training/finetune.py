@@ -16,8 +16,7 @@ The keras.io "Transfer learning & fine-tuning" recipe, for a model built by
 import os
 
 from keras_sge.applications import weights as weights_lib
-
-CLASSIFIER = "predictions"
+from keras_sge.applications.weights import CLASSIFIER
 
 
 def load_pretrained(model, path, build_like):
@@ -25,7 +24,8 @@ def load_pretrained(model, path, build_like):
 
     Args:
         model: a model built by `keras_sge.applications`, with a classifier.
-        path: a Keras weights file or a PyTorch checkpoint.
+        path: a Keras weights file or a PyTorch checkpoint (a path, or a
+            `keras_sge.applications.weights.WeightsFile`).
         build_like: `classes -> model`, the same architecture as `model`
             with another number of classes (`None`: no classifier).
 
@@ -33,16 +33,17 @@ def load_pretrained(model, path, build_like):
         A one-line description of what was loaded and what is new.
     """
     classes = weights_lib.model_classes(model)
-    file_classes = weights_lib.checkpoint_classes(path)
+    weights = path if isinstance(path, weights_lib.WeightsFile) else weights_lib.WeightsFile(path)
+    file_classes = weights.classes
     if file_classes == classes:
-        weights_lib.load_weights(model, path)
-        return f"Loaded all {len(model.weights)} weights of {model.name} from {path}"
+        weights_lib.load_weights(model, weights)
+        return f"Loaded all {len(model.weights)} weights of {model.name} from {weights.path}"
     source = build_like(file_classes)
-    weights_lib.load_weights(source, path)
+    weights_lib.load_weights(source, weights)
     loaded = weights_lib.transfer_weights(source, model, skip=(CLASSIFIER,))
     had = f"the checkpoint's has {file_classes}" if file_classes else "the checkpoint has none"
     return (
-        f"Loaded {loaded} weights of {model.name} from {os.path.basename(path)} (all but the classifier); "
+        f"Loaded {loaded} weights of {model.name} from {os.path.basename(weights.path)} (all but the classifier); "
         f"new classifier {CLASSIFIER!r} for {classes} classes ({had})"
     )
 

@@ -14,8 +14,8 @@ import zlib
 import keras
 import numpy as np
 
+from keras_sge.applications import torch_mapping
 from keras_sge import applications
-from keras_sge import convert
 from keras_sge.applications.resnet import SGEResNet
 from keras_sge.layers.sge import SGE
 
@@ -46,9 +46,9 @@ def architecture_facts(depth, groups=64, classes=1000):
     """
     model = keras_model(depth, groups, classes)
     torch_shapes = {}
-    for layer, parameters in convert.weight_mapping(model):
+    for layer, parameters in torch_mapping.weight_mapping(model):
         for (key, to_keras), variable in zip(parameters, layer.weights):
-            torch_shapes[key] = convert.torch_shape(tuple(variable.shape), to_keras)
+            torch_shapes[key] = torch_mapping.torch_shape(tuple(variable.shape), to_keras)
     return {
         "torch_shapes": torch_shapes,
         "trainable": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
@@ -116,7 +116,7 @@ def torch_model(depth, groups, classes, state_dict):
     """The reference network with `state_dict` loaded strictly."""
     import torch
 
-    from tests import torch_reference
+    from keras_sge.testing import torch_reference
 
     model = torch_reference.SGE_RESNETS[depth](num_classes=classes, groups=groups)
     tensors = {key: torch.from_numpy(value) for key, value in state_dict.items()}

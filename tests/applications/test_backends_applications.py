@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_sge.applications import torch_mapping
 from keras_sge import applications
-from keras_sge import convert
 from keras_sge.layers.sge import SGE
 from tests import harness
 from tests.applications import parity
@@ -25,7 +25,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 def seeded_resnet18(classes=10):
     """SGE-ResNet-18 at 64x64 with random weights, BN statistics and SGE gamma/beta."""
     model = parity.keras_model(18, classes=classes)
-    convert.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, classes, seed=21))
+    torch_mapping.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, classes, seed=21))
     return model
 
 

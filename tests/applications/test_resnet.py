@@ -6,15 +6,15 @@ Most tests use ResNet-18 at 32x32/64x64 with few classes; ResNet-101 and
 
 import importlib.util
 import re
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 
 from keras_sge import applications
-from keras_sge.applications.resnet import PARAMETER_COUNTS
+from keras_sge.applications.architectures import PARAMETER_COUNTS
 from keras_sge.layers.sge import SGE
+from keras_sge.layers.sge_residual import SGEResidual
 from tests import harness
 from tests.applications import parity
 
@@ -86,7 +86,7 @@ def test_resnet50_without_sge_and_bn_statistics():
 def test_parameter_counts_match_torch_reference(depth, groups):
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed")
-    from tests import torch_reference
+    from keras_sge.testing import torch_reference
 
     torch_model = torch_reference.SGE_RESNETS[depth](groups=groups)
     assert torch_reference.trainable_parameter_count(torch_model) == PARAMETER_COUNTS[(depth, groups)]
@@ -122,13 +122,14 @@ def test_layer_names_and_torch_style_layout():
             assert (layer.epsilon, layer.momentum) == (1e-5, 0.9), layer.name
         if isinstance(layer, SGE):
             assert layer.groups == 64
-    # SGE after the last BN of the branch, before the add: the SGE layer
-    # takes the branch's last BN as input and the shortcut as its residual
-    # (it computes relu(shortcut + SGE(x)) itself); `_out` follows it.
+    # SGE after the last BN of the branch, before the add: the block's
+    # SGEResidual layer takes the branch's last BN and the shortcut (it
+    # computes relu(shortcut + SGE(x)) itself); `_out` follows it.
     sge = model.get_layer("conv2_block1_sge")
-    node = sge._inbound_nodes[0]
-    assert node.arguments.args[0]._keras_history.operation.name == "conv2_block1_3_bn"
-    assert node.arguments.kwargs["residual"]._keras_history.operation.name == "conv2_block1_0_bn"
+    assert isinstance(sge, SGEResidual)
+    branch, shortcut = sge._inbound_nodes[0].arguments.args
+    assert branch._keras_history.operation.name == "conv2_block1_3_bn"
+    assert shortcut._keras_history.operation.name == "conv2_block1_0_bn"
     assert "conv2_block1_add" not in names
     out_inputs = [n.operation.name for n in model.get_layer("conv2_block1_out")._inbound_nodes[0].parent_nodes]
     assert out_inputs == ["conv2_block1_sge"]
@@ -139,12 +140,14 @@ def test_layer_names_and_torch_style_layout():
     assert isinstance(plain.get_layer("conv2_block1_out"), keras.layers.ReLU)
 
 
-def test_fused_blocks_equal_separate_sge_add_and_relu(monkeypatch):
-    from keras_sge.applications import resnet
+def sge_as_callable(channels, name):
+    return SGE(groups=64, name=name)
 
+
+def test_fused_blocks_equal_separate_sge_add_and_relu():
     fused = small_model(include_top=False)
-    monkeypatch.setattr(resnet, "FUSE_SGE_RESIDUAL", False)
-    separate = small_model(include_top=False)
+    # The same SGE as a callable attention: SGE, then Add and ReLU layers.
+    separate = small_model(include_top=False, attention=sge_as_callable)
     assert "conv2_block1_add" in [layer.name for layer in separate.layers]
     rng = np.random.default_rng(7)
     # Positive 1D weights (BN variances stay valid; SGE gammas not 0).
@@ -400,10 +403,3 @@ def test_channels_first_on_jax():
     )
     diff, scale = map(float, stdout.split()[-2:])
     assert diff < 1e-4 * scale
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("function", [applications.SGEResNet18, applications.stage_outputs, applications.center_crop_resize])
-def test_docstring_code_examples_run(function):
-    (code,) = re.findall(r"```python\n(.*?)```", function.__doc__, re.S)
-    exec(compile(textwrap.dedent(code), f"<{function.__name__} docstring>", "exec"), {})

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_sge.applications import torch_checkpoint
+from keras_sge.applications import torch_mapping
 from keras_sge import applications
 from keras_sge import convert
 from tests import harness
@@ -41,7 +43,7 @@ def test_parity_with_committed_torch_logits(depth):
     fixture = load_fixture(depth)
     groups, classes, seed = int(fixture["groups"]), int(fixture["classes"]), int(fixture["seed"])
     model = parity.keras_model(depth, groups, classes)
-    convert.set_weights_from_state_dict(model, parity.random_state_dict(depth, groups, classes, seed))
+    torch_mapping.set_weights_from_state_dict(model, parity.random_state_dict(depth, groups, classes, seed))
     relative = parity.assert_logits_match(parity.keras_logits(model, fixture["images"]), fixture["torch_logits"])
     print(f"ResNet-{depth}: max abs diff / max |logit| = {relative:.2e}")
 
@@ -161,7 +163,7 @@ def test_mismatch_errors_name_the_keys(resnet18_state, edit, kwargs, patterns):
     model = applications.SGEResNet18(input_shape=(32, 32, 3), **{"classes": 1000, **kwargs})
     before = [keras.ops.convert_to_numpy(w) for w in model.weights]
     with pytest.raises(ValueError) as info:
-        convert.set_weights_from_state_dict(model, edit(dict(resnet18_state)))
+        torch_mapping.set_weights_from_state_dict(model, edit(dict(resnet18_state)))
     for pattern in patterns:
         assert re.search(pattern, str(info.value)), str(info.value)
     # Nothing was assigned.
@@ -199,11 +201,11 @@ def test_not_a_checkpoint(tmp_path):
     tensor = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), tensor)
     with pytest.raises(ValueError, match="not a model checkpoint.*Tensor"):
-        convert.load_state_dict(tensor)
+        torch_checkpoint.load_state_dict(tensor)
     opts = tmp_path / "opts.pth"
     torch.save({"epoch": 3, "lr": 0.1}, opts)
     with pytest.raises(ValueError, match=r"'epoch' is a int, not a tensor"):
-        convert.load_state_dict(opts)
+        torch_checkpoint.load_state_dict(opts)
 
 
 @pytest.mark.needs_torch
@@ -218,7 +220,7 @@ def test_checkpoints_cannot_run_code(tmp_path, legacy):
     torch.save({"state_dict": {"fc.bias": torch.zeros(2)}, "args": argparse.Namespace(lr=0.1)}, path,
                _use_new_zipfile_serialization=not legacy)  # fmt: skip
     with pytest.raises(ValueError, match=r"weights_only=True.*Refused: argparse\.Namespace"):
-        convert.load_state_dict(path)
+        torch_checkpoint.load_state_dict(path)
 
 
 @pytest.mark.needs_torch
@@ -233,7 +235,7 @@ def test_numpy_scalars_are_allowed(tmp_path, legacy):
         path,
         _use_new_zipfile_serialization=not legacy,
     )
-    state = convert.load_state_dict(path)
+    state = torch_checkpoint.load_state_dict(path)
     assert list(state) == ["fc.bias"] and state["fc.bias"].dtype == np.float32
 
 
@@ -271,14 +273,14 @@ def test_infer_architecture(depth):
     # Only keys and shapes matter: broadcast scalars stand in for weights.
     shapes = parity.state_dict_shapes(depth, 64, 1000)
     state = {key: np.broadcast_to(np.float32(0), shape) for key, shape in shapes.items()}
-    assert convert.infer_architecture(state) == {"depth": depth, "groups": 64, "classes": 1000}
+    assert torch_checkpoint.infer_architecture(state) == {"depth": depth, "groups": 64, "classes": 1000}
     plain = {k: v for k, v in state.items() if ".sge." not in k and not k.startswith("fc.")}
-    assert convert.infer_architecture(plain) == {"depth": depth, "groups": None, "classes": None}
+    assert torch_checkpoint.infer_architecture(plain) == {"depth": depth, "groups": None, "classes": None}
 
 
 def test_infer_architecture_rejects_unknown_layouts():
     with pytest.raises(ValueError, match=r"match no SGE-ResNet/ResNet architecture.*\[1, 0, 0, 0\]"):
-        convert.infer_architecture({"conv1.weight": np.zeros((64, 3, 7, 7)), "layer1.0.conv1.weight": np.zeros(1)})
+        torch_checkpoint.infer_architecture({"conv1.weight": np.zeros((64, 3, 7, 7)), "layer1.0.conv1.weight": np.zeros(1)})
 
 
 @pytest.mark.timeout(300)

@@ -50,7 +50,7 @@ def official_checkpoint(tmp_path_factory):
     backbone's features have a sensible scale.
     """
     torch = pytest.importorskip("torch")
-    from tests import torch_reference
+    from keras_sge.testing import torch_reference
 
     path = str(tmp_path_factory.mktemp("checkpoint") / "sge_resnet18.pth.tar")
     torch.manual_seed(3)
@@ -133,7 +133,7 @@ def _equal(layer, other):
 @pytest.mark.timeout(300)
 def test_evaluate_only_scores_the_checkpoints_own_classifier(colour_folder, official_checkpoint, tmp_path):
     torch = pytest.importorskip("torch")
-    from tests import torch_reference
+    from keras_sge.testing import torch_reference
 
     path = str(tmp_path / "three_classes.pth.tar")
     torch.manual_seed(5)
@@ -148,3 +148,10 @@ def test_evaluate_only_scores_the_checkpoints_own_classifier(colour_folder, offi
     assert process.returncode == 2, output[-2000:]
     assert re.search(r"train\.py: error: The weights in .* have a 1000-class classifier; the model has 3 classes", output), output[-2000:]
     assert "Traceback" not in output
+
+
+def test_arch_defaults_to_the_pytorch_checkpoints(colour_folder, official_checkpoint):
+    train = runner.import_train_script()
+    args = train.parse_args(["--data", colour_folder, "--weights", official_checkpoint])
+    assert args.arch == "resnet18"  # the folder profile's default would be resnet50
+    assert train.parse_args(["--data", colour_folder]).arch == "resnet50"

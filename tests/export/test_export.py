@@ -19,8 +19,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_sge.applications import torch_mapping
 from keras_sge import applications
-from keras_sge import convert
 from keras_sge.layers.sge import SGE
 from tests import harness
 from tests.applications import parity
@@ -39,7 +39,7 @@ EXPORTS = {
 def sge_resnet18():
     """SGE-ResNet-18 at 64x64 with random weights, BN statistics and SGE gamma/beta."""
     model = parity.keras_model(18, classes=10)
-    convert.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, 10, seed=11))
+    torch_mapping.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, 10, seed=11))
     return model, applications.preprocess_input(parity.random_images(12, batch=3))
 
 

@@ -153,16 +153,16 @@ def test_channels_first_on_jax():
 
 
 @pytest.mark.timeout(120)
-def test_layer_called_with_a_residual_reports_sge_not_the_block_output():
-    # As in keras_sge.applications' blocks: SGE(x, residual=shortcut) outputs
-    # relu(shortcut + x * gate); "after SGE" is still x * gate.
+def test_sge_residual_layer_reports_sge_not_the_block_output():
+    # As in keras_sge.applications' blocks: SGEResidual()(x, shortcut)
+    # outputs relu(shortcut + x * gate); "after SGE" is still x * gate.
     inputs = keras.Input((16, 16, 3))
     shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
     x = keras.layers.Conv2D(16, 3, padding="same", name="branch")(inputs)
-    sge = keras_sge.SGE(
+    sge = keras_sge.layers.SGEResidual(
         4, gamma_initializer=keras.initializers.RandomNormal(0.0, 2.0, seed=1), name="block_sge"
     )
-    model = keras.Model(inputs, sge(x, residual=shortcut))
+    model = keras.Model(inputs, sge(x, shortcut))
     images = random_images(3) / 255.0
     assert [layer.name for layer in inspect.sge_layers(model)] == ["block_sge"]
     maps = inspect.inspect_sge(model, images)["block_sge"]

@@ -73,7 +73,7 @@ def test_chosen_images_and_layers(visualize, files, tmp_path, capsys):
 @pytest.mark.needs_torch
 def test_official_pytorch_checkpoint(visualize, files, tmp_path, capsys, monkeypatch):
     torch = pytest.importorskip("torch")
-    from tests import torch_reference
+    from keras_sge.testing import torch_reference
 
     torch.manual_seed(0)
     reference = torch_reference.sge_resnet18(num_classes=10)

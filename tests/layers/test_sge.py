@@ -108,7 +108,7 @@ def test_matches_golden_reference_outputs(case, data_format):
 
 
 def test_golden_fixture_is_reproducible_from_its_script():
-    torch_reference = pytest.importorskip("tests.torch_reference")  # noqa: F841
+    torch_reference = pytest.importorskip("keras_sge.testing.torch_reference")  # noqa: F841
     from tests.fixtures.make_sge_fixtures import make_cases
 
     golden = np.load(FIXTURE_PATH)
@@ -118,7 +118,7 @@ def test_golden_fixture_is_reproducible_from_its_script():
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_matches_live_torch_reference_on_random_shapes(data_format):
-    torch_reference = pytest.importorskip("tests.torch_reference")
+    torch_reference = pytest.importorskip("keras_sge.testing.torch_reference")
     rng = np.random.default_rng(7)
     for _ in range(6):
         groups = int(rng.choice([1, 2, 4, 5, 8, 64]))

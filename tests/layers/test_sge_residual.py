@@ -1,11 +1,11 @@
-"""Tests for SGE's fused residual path, `SGE(x, residual=shortcut)`.
+"""Tests for `SGEResidual`, SGE with a residual block's add and ReLU fused.
 
-With a residual the layer returns a residual block's output
-`relu(shortcut + x * gate)` in one compiled function with its own VJP
-(`sge_ops.sge_residual_relu`); SGE-ResNet blocks are built that way. It
-must equal the unfused composition (the layer, an add, a ReLU) in every
-dtype and data format, on TensorFlow, JAX and PyTorch (tests/test_backends.py),
-and so must its gradient.
+`SGEResidual(groups)(x, shortcut)` returns `relu(shortcut + x * gate)` in
+one compiled function with its own VJP (`sge_ops.sge_residual_relu`);
+SGE-ResNet blocks are built that way. It must equal the unfused
+composition (an `SGE` layer, an add, a ReLU) in every dtype and data
+format, on TensorFlow, JAX and PyTorch (tests/test_backends.py), and so
+must its gradient.
 """
 
 import keras
@@ -15,6 +15,7 @@ from keras import ops
 
 import keras_sge
 from keras_sge.layers import sge_ops
+from keras_sge.layers.sge_residual import SGEResidual
 from tests import harness
 from tests.layers.test_sge_speed_paths import random_case
 from tests.layers.test_sge_speed_paths import vjp
@@ -33,19 +34,20 @@ def layer_and_inputs(data_format, dtype, shape=(2, 7, 6, 32), groups=8, seed=0):
     rng = np.random.default_rng(seed)
     x, gamma, beta, _ = random_case(rng, data_format, shape, groups, 2.0)
     shortcut = rng.standard_normal(x.shape).astype("float32")
-    layer = keras_sge.SGE(groups, data_format=data_format, dtype=dtype)
+    layer = SGEResidual(groups, data_format=data_format, dtype=dtype)
     layer.build(x.shape)
     layer.set_weights([gamma, beta])
     cast = lambda a: ops.cast(a, layer.compute_dtype)  # noqa: E731
     return layer, cast(x), cast(shortcut)
 
 
+
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_output_equals_add_and_relu_of_the_layer(data_format, dtype, compilation):
     layer, x, shortcut = layer_and_inputs(data_format, dtype)
-    fused = layer(x, residual=shortcut)
-    unfused = ops.relu(ops.add(shortcut, layer(x)))
+    fused = layer(x, shortcut)
+    unfused = ops.relu(ops.add(shortcut, keras_sge.SGE.call(layer, x)))
     assert keras.backend.standardize_dtype(fused.dtype) == layer.compute_dtype
     got, want = (ops.convert_to_numpy(ops.cast(t, "float32")) for t in (fused, unfused))
     harness.assert_finite(got)
@@ -86,18 +88,26 @@ def test_fused_gradient_equals_autodiff_of_the_composition(data_format, shape, g
     assert 0 < np.count_nonzero(got[1]) < got[1].size
 
 
-def test_residual_of_another_shape_is_rejected():
-    layer = keras_sge.SGE(2, data_format="channels_last")
-    with pytest.raises(ValueError, match="residual"):
-        layer(np.ones((1, 4, 4, 8), "float32"), residual=np.ones((1, 4, 4, 4), "float32"))
+def test_shortcut_of_another_shape_is_rejected():
+    layer = SGEResidual(2, data_format="channels_last")
+    with pytest.raises(ValueError, match=r"`shortcut` must have the shape of the input.*\(1, 4, 4, 4\)"):
+        layer(np.ones((1, 4, 4, 8), "float32"), np.ones((1, 4, 4, 4), "float32"))
+
+
+def test_is_an_sge_layer_with_the_same_config():
+    layer = SGEResidual(4, epsilon=1e-3, gamma_initializer="ones", name="block_sge")
+    assert isinstance(layer, keras_sge.SGE)
+    config = layer.get_config()
+    assert config == keras_sge.SGE(4, epsilon=1e-3, gamma_initializer="ones", name="block_sge").get_config()
+    assert keras.saving.get_registered_name(SGEResidual) == "keras_sge>SGEResidual"
 
 
 def residual_model(spatial=(None, None)):
     inputs = keras.Input((*spatial, 16))
     shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
     x = keras.layers.Conv2D(16, 3, padding="same", name="branch")(inputs)
-    sge = keras_sge.SGE(4, gamma_initializer="random_normal", beta_initializer="random_normal", name="sge")
-    x = sge(x, residual=shortcut)
+    sge = SGEResidual(4, gamma_initializer="random_normal", beta_initializer="random_normal", name="sge")
+    x = sge(x, shortcut)
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
 

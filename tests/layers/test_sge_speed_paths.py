@@ -88,7 +88,7 @@ def test_custom_gradient_equals_autodiff(data_format, shape, groups, scale, comp
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_gradient_matches_torch_reference_autograd(data_format):
-    torch_reference = pytest.importorskip("tests.torch_reference")
+    torch_reference = pytest.importorskip("keras_sge.testing.torch_reference")
     import torch
 
     rng = np.random.default_rng(21)

@@ -1,7 +1,7 @@
 """The official PyTorch SGE, re-implemented for the tests and benchmarks.
 
 Written from implus/PytorchInsight, classification/models/imagenet/
-resnet_sge.py (see shared/reference/sge-reference.md). Keep it literal: it is
+resnet_sge.py (the paper's official code). Keep it literal: it is
 the ground truth our Keras code is compared with, so it keeps the reference's
 NCHW `view` into (b * groups, c / groups, h, w), the unbiased `Tensor.std`
 and the epsilon added to the std. It is imported (never copied) by the

@@ -1,0 +1,104 @@
+"""The package's structure: an import graph without cycles, light imports.
+
+Every `import` statement inside keras_sge counts, also those inside
+functions: a cycle held together by a function-local import is still a
+cycle in the design. `from package import name` depends on the submodule
+`package.name` when there is one, else on the package's `__init__`.
+"""
+
+import ast
+import pathlib
+
+from tests import harness
+
+PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent / "keras_sge"
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules():
+    return {module_name(path): path for path in PACKAGE_ROOT.rglob("*.py")}
+
+
+def imported_modules(path, modules):
+    """The keras_sge modules that `path` imports, anywhere in the file."""
+    found = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                if candidate in modules:
+                    found.add(candidate)
+                elif base in modules:
+                    found.add(base)
+    return found
+
+
+def import_graph():
+    modules = package_modules()
+    return {name: imported_modules(path, modules) - {name} for name, path in modules.items()}
+
+
+def find_cycle(graph):
+    """A list of modules forming a cycle, or None (depth-first search)."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for child in sorted(graph[node]):
+            if state.get(child) == "open":
+                return stack[stack.index(child) :] + [child]
+            if child not in state:
+                cycle = visit(child)
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert "keras_sge.applications.resnet" in graph["keras_sge.applications.checkpoint_model"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_function_local_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_leaf_modules_import_nothing_of_the_package():
+    graph = import_graph()
+    for leaf in ("keras_sge.arguments", "keras_sge.applications.architectures", "keras_sge.version"):
+        assert graph[leaf] == set(), (leaf, graph[leaf])
+
+
+def test_importing_the_package_does_not_import_optional_dependencies():
+    stdout = harness.run_in_fresh_process(
+        """
+        import sys
+        import keras_sge, keras_sge.applications, keras_sge.convert, keras_sge.inspect
+        print(sorted(name for name in ("torch", "keras_hub") if name in sys.modules))
+        """
+    )
+    assert stdout.strip().splitlines()[-1] == "[]"
