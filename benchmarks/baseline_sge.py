@@ -78,14 +78,19 @@ class BaselineSGE(SGE):
         # max(H*W - 1, 1): on a 1x1 map `centered` is 0, so the result is 0
         # instead of the reference's 0/0 = NaN.
         dof = ops.maximum(positions - 1.0, 1.0)
-        std = ops.sqrt(ops.sum(ops.square(centered), axis=axis, keepdims=True) / dof)
+        std = ops.sqrt(
+            ops.sum(ops.square(centered), axis=axis, keepdims=True) / dof
+        )
         return centered / (std + self.epsilon)
 
     def _flat_gate(self, grouped):
         """The gate, (N, H*W, G) or (N, G, H*W), from the grouped input."""
         grouped = ops.cast(grouped, _STATS_DTYPE)
         normalized = self._normalize_over_positions(self._similarity(grouped))
-        return ops.sigmoid(normalized * self._per_group(self.gamma) + self._per_group(self.beta))
+        return ops.sigmoid(
+            normalized * self._per_group(self.gamma)
+            + self._per_group(self.beta)
+        )
 
     def _per_group(self, weight):
         """Broadcasts a (G,) weight against the flat similarity map."""
@@ -95,7 +100,17 @@ class BaselineSGE(SGE):
 
     def _unflatten_gate(self, gate, input_shape):
         if self.data_format == "channels_last":
-            gate_shape = (input_shape[0], input_shape[1], input_shape[2], self.groups)
+            gate_shape = (
+                input_shape[0],
+                input_shape[1],
+                input_shape[2],
+                self.groups,
+            )
         else:
-            gate_shape = (input_shape[0], self.groups, input_shape[2], input_shape[3])
+            gate_shape = (
+                input_shape[0],
+                self.groups,
+                input_shape[2],
+                input_shape[3],
+            )
         return ops.reshape(gate, gate_shape)

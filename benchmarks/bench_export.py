@@ -48,15 +48,45 @@ RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results", "export")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/sge_resnet18-digits/model.keras", help="a .keras digits classifier")
-    parser.add_argument("--image-size", type=int, default=32, help="the model's input side")
-    parser.add_argument("--calibration", type=int, default=200, help="training images calibrating the int8 file")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT and onnxruntime threads")
-    parser.add_argument("--no-torch", action="store_true", help="skip the ONNX export from the PyTorch backend")
-    parser.add_argument("--name", default="digits", help="the result's file name")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="runs/sge_resnet18-digits/model.keras",
+        help="a .keras digits classifier",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=32, help="the model's input side"
+    )
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=200,
+        help="training images calibrating the int8 file",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="LiteRT and onnxruntime threads",
+    )
+    parser.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="skip the ONNX export from the PyTorch backend",
+    )
+    parser.add_argument(
+        "--name", default="digits", help="the result's file name"
+    )
     worker_args = ("RUNTIME", "ARTIFACT", "IMAGES", "BN_MEANS", "OUT")
-    parser.add_argument("--worker", nargs=len(worker_args), metavar=worker_args, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker",
+        nargs=len(worker_args),
+        metavar=worker_args,
+        help=argparse.SUPPRESS,
+    )
     return parser.parse_args(argv)
 
 
@@ -76,7 +106,11 @@ def digits_images(image_size, calibration):
     def preprocess(images):
         return data.eval_image(tf.constant(images), image_size).numpy()
 
-    return preprocess(digits.val.images), digits.val.labels, preprocess(digits.train.images[:calibration])
+    return (
+        preprocess(digits.val.images),
+        digits.val.labels,
+        preprocess(digits.train.images[:calibration]),
+    )
 
 
 def export_all(model, model_path, calibration_images, directory, with_torch):
@@ -89,13 +123,21 @@ def export_all(model, model_path, calibration_images, directory, with_torch):
         for image in calibration_images:
             yield [image[None]]
 
-    paths = {name: os.path.join(directory, file) for name, file in ARTIFACT_FILES.items()}
+    paths = {
+        name: os.path.join(directory, file)
+        for name, file in ARTIFACT_FILES.items()
+    }
     model.export(paths["SavedModel"], verbose=False)
     model.export(paths["LiteRT float32"], format="litert", verbose=False)
     model.export(
-        paths["LiteRT dynamic-range"], format="litert", verbose=False, optimizations=[tf.lite.Optimize.DEFAULT]
+        paths["LiteRT dynamic-range"],
+        format="litert",
+        verbose=False,
+        optimizations=[tf.lite.Optimize.DEFAULT],
     )
-    keras_sge.litert.export_integer(model, paths["LiteRT int8"], representative_dataset)
+    keras_sge.litert.export_integer(
+        model, paths["LiteRT int8"], representative_dataset
+    )
     model.export(paths["ONNX (TF)"], format="onnx", verbose=False)
     if with_torch:
         export_onnx_from_torch(model_path, paths["ONNX (torch)"])
@@ -130,12 +172,25 @@ model(np.zeros((1, *model.input_shape[1:]), "float32"))  # Keras's ONNX export w
 model.export({onnx_path!r}, format="onnx", verbose=False)
 """
     env = {**os.environ, "KERAS_BACKEND": "torch"}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+    )
 
 
 def size_mb(path):
     if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1e6
+        return (
+            sum(
+                os.path.getsize(os.path.join(d, f))
+                for d, _, files in os.walk(path)
+                for f in files
+            )
+            / 1e6
+        )
     return os.path.getsize(path) / 1e6
 
 
@@ -154,11 +209,17 @@ def keras_reference(model, images):
 # --------------------------------------------------------------------------
 
 
-def run_worker(runtime, artifact, images_path, bn_means_path, out_path, threads):
+def run_worker(
+    runtime, artifact, images_path, bn_means_path, out_path, threads
+):
     images = np.load(images_path)
     predict, ops, constants = WORKERS[runtime](artifact, threads)
     with np.load(bn_means_path) as bn_means:
-        folded = None if constants is None else not any(_holds(constants, bn_means[k]) for k in bn_means.files)
+        folded = (
+            None
+            if constants is None
+            else not any(_holds(constants, bn_means[k]) for k in bn_means.files)
+        )
     outputs, seconds = [], []
     for image in images:
         start = time.perf_counter()
@@ -167,11 +228,21 @@ def run_worker(runtime, artifact, images_path, bn_means_path, out_path, threads)
     assert "keras_sge" not in sys.modules, "the runtime imported keras_sge"
     np.save(out_path + ".npy", np.stack(outputs))
     with open(out_path + ".json", "w") as f:
-        json.dump({"latency_s": float(np.median(seconds[5:])), "ops": ops, "batchnorm_folded": folded}, f)
+        json.dump(
+            {
+                "latency_s": float(np.median(seconds[5:])),
+                "ops": ops,
+                "batchnorm_folded": folded,
+            },
+            f,
+        )
 
 
 def _holds(constants, values):
-    return any(c.size == values.size and np.allclose(c.ravel(), values.ravel()) for c in constants)
+    return any(
+        c.size == values.size and np.allclose(c.ravel(), values.ravel())
+        for c in constants
+    )
 
 
 def saved_model_worker(artifact, threads):
@@ -184,7 +255,11 @@ def saved_model_worker(artifact, threads):
         (output,) = serving(**{name: tf.constant(x)}).values()
         return output.numpy()
 
-    return predict, None, None  # a TensorFlow graph: BatchNormalization stays as it is
+    return (
+        predict,
+        None,
+        None,
+    )  # a TensorFlow graph: BatchNormalization stays as it is
 
 
 def litert_worker(artifact, threads):
@@ -192,7 +267,10 @@ def litert_worker(artifact, threads):
 
     interpreter = Interpreter(model_path=artifact, num_threads=threads)
     interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    source, target = (
+        interpreter.get_input_details()[0],
+        interpreter.get_output_details()[0],
+    )
 
     def predict(x):
         interpreter.set_tensor(source["index"], x)
@@ -207,7 +285,10 @@ def litert_worker(artifact, threads):
 def _litert_constants(interpreter):
     constants = []
     for tensor in interpreter.get_tensor_details():
-        if tensor["dtype"] == np.float32 and 0 < np.prod(tensor["shape"]) <= 4096:
+        if (
+            tensor["dtype"] == np.float32
+            and 0 < np.prod(tensor["shape"]) <= 4096
+        ):
             try:
                 constants.append(interpreter.get_tensor(tensor["index"]))
             except ValueError:  # tensors the interpreter does not expose
@@ -221,24 +302,53 @@ def onnx_worker(artifact, threads):
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        artifact, options, providers=["CPUExecutionProvider"]
+    )
     name = session.get_inputs()[0].name
     graph = onnx.load(artifact).graph
-    constants = [onnx.numpy_helper.to_array(tensor) for tensor in graph.initializer]
+    constants = [
+        onnx.numpy_helper.to_array(tensor) for tensor in graph.initializer
+    ]
     for node in graph.node:
         if node.op_type == "Constant":
-            constants += [onnx.numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"]
-    return (lambda x: session.run(None, {name: x})[0]), [node.op_type for node in graph.node], constants
+            constants += [
+                onnx.numpy_helper.to_array(a.t)
+                for a in node.attribute
+                if a.name == "value"
+            ]
+    return (
+        (lambda x: session.run(None, {name: x})[0]),
+        [node.op_type for node in graph.node],
+        constants,
+    )
 
 
-WORKERS = {"saved_model": saved_model_worker, "litert": litert_worker, "onnx": onnx_worker}
+WORKERS = {
+    "saved_model": saved_model_worker,
+    "litert": litert_worker,
+    "onnx": onnx_worker,
+}
 
 
 def measure(runtime, artifact, images_path, bn_means_path, threads):
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "out")
-        command = [sys.executable, "-m", "benchmarks.bench_export", "--threads", str(threads)]
-        command += ["--worker", runtime, artifact, images_path, bn_means_path, out]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_export",
+            "--threads",
+            str(threads),
+        ]
+        command += [
+            "--worker",
+            runtime,
+            artifact,
+            images_path,
+            bn_means_path,
+            out,
+        ]
         subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True)
         with open(out + ".json") as f:
             info = json.load(f)
@@ -270,19 +380,45 @@ def main(argv=None):
         for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)
     }
-    val_images, val_labels, calibration_images = digits_images(args.image_size, args.calibration)
+    val_images, val_labels, calibration_images = digits_images(
+        args.image_size, args.calibration
+    )
     reference, keras_latency = keras_reference(model, val_images)
-    rows = {"Keras": row(reference, reference, val_labels, keras_latency, size_mb(args.model), None, None)}
+    rows = {
+        "Keras": row(
+            reference,
+            reference,
+            val_labels,
+            keras_latency,
+            size_mb(args.model),
+            None,
+            None,
+        )
+    }
     with tempfile.TemporaryDirectory() as directory:
         images_path = os.path.join(directory, "images.npy")
         np.save(images_path, val_images)
         bn_means_path = os.path.join(directory, "bn_means.npz")
         np.savez(bn_means_path, **bn_means)
-        artifacts = export_all(model, os.path.abspath(args.model), calibration_images, directory, not args.no_torch)
+        artifacts = export_all(
+            model,
+            os.path.abspath(args.model),
+            calibration_images,
+            directory,
+            not args.no_torch,
+        )
         for name, (runtime, path) in artifacts.items():
-            outputs, info = measure(runtime, path, images_path, bn_means_path, args.threads)
+            outputs, info = measure(
+                runtime, path, images_path, bn_means_path, args.threads
+            )
             rows[name] = row(
-                outputs, reference, val_labels, info["latency_s"], size_mb(path), info["batchnorm_folded"], info["ops"]
+                outputs,
+                reference,
+                val_labels,
+                info["latency_s"],
+                size_mb(path),
+                info["batchnorm_folded"],
+                info["ops"],
             )
             print(f"{name}: {rows[name]}", flush=True)
     payload = {
@@ -307,7 +443,9 @@ def main(argv=None):
 def row(outputs, reference, labels, latency_s, size, batchnorm_folded, ops):
     return {
         "accuracy": float(np.mean(np.argmax(outputs, -1) == labels)),
-        "top1_agreement_with_keras": float(np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1))),
+        "top1_agreement_with_keras": float(
+            np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1))
+        ),
         "max_abs_probability_diff": float(np.max(np.abs(outputs - reference))),
         "latency_ms": 1e3 * latency_s,
         "size_mb": size,
@@ -318,7 +456,14 @@ def row(outputs, reference, labels, latency_s, size, batchnorm_folded, ops):
 
 def versions():
     found = {}
-    for module in ("keras", "tensorflow", "torch", "tf2onnx", "onnxruntime", "ai_edge_litert"):
+    for module in (
+        "keras",
+        "tensorflow",
+        "torch",
+        "tf2onnx",
+        "onnxruntime",
+        "ai_edge_litert",
+    ):
         try:
             found[module] = getattr(__import__(module), "__version__", "?")
         except ImportError:
@@ -336,7 +481,7 @@ def markdown_table(rows):
         lines.append(
             f"| {name} | {r['size_mb']:.1f} | {r['latency_ms']:.2f} | {r['accuracy']:.4f} | "
             f"{r['top1_agreement_with_keras']:.4f} | {r['max_abs_probability_diff']:.1e} | "
-            f"{ {True: 'yes', False: 'no', None: '-'}[r['batchnorm_folded']]} |"
+            f"{ {True: 'yes', False: 'no', None: '-'}[r['batchnorm_folded']] } |"
         )
     return "\n".join(lines)
 

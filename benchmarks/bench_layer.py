@@ -28,8 +28,6 @@ same mode and pass; the table gives median [min-max] over rounds.
 """
 
 import argparse
-import os
-import sys
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -42,25 +40,56 @@ from keras_sge.layers import sge_ops  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="8,56,56,256", help="N,H,W,C (channels_last)")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--shape", default="8,56,56,256", help="N,H,W,C (channels_last)"
+    )
     parser.add_argument("--groups", type=int, default=64)
-    parser.add_argument("--dtype", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32, mixed_float16 or mixed_bfloat16",
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=5, help="calls per timing")
-    parser.add_argument("--modes", default=None, help="comma list; default: all of the backend's")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="comma list; default: all of the backend's",
+    )
     parser.add_argument("--no-backward", action="store_true")
-    parser.add_argument("--out-dir", default=None, help="where the JSON result goes (default benchmarks/results)")
-    parser.add_argument("--tag", default=None, help="suffix of the result's name (default: backend, device, dtype)")
-    parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md / the plot")
-    parser.add_argument("--compare-with", metavar="DIR", help="another checkout of the repository: time its layer too")
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where the JSON result goes (default benchmarks/results)",
+    )
+    parser.add_argument(
+        "--tag",
+        default=None,
+        help="suffix of the result's name (default: backend, device, dtype)",
+    )
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not rewrite RESULTS.md / the plot",
+    )
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="another checkout of the repository: time its layer too",
+    )
     return parser.parse_args(argv)
 
 
 def backend_modes():
-    return {"tensorflow": ["eager", "function", "xla"], "jax": ["eager", "jit"], "torch": ["eager"]}[
-        keras.backend.backend()
-    ]
+    return {
+        "tensorflow": ["eager", "function", "xla"],
+        "jax": ["eager", "jit"],
+        "torch": ["eager"],
+    }[keras.backend.backend()]
 
 
 def device_name():
@@ -145,18 +174,35 @@ def build_variants(args, mode):
     policy = keras.dtype_policies.get(args.dtype)
     dtype = policy.compute_dtype
     rng = np.random.default_rng(0)
-    x = ops.cast(ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")), dtype)
-    y_other = ops.cast(ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")), dtype)
-    dy = ops.cast(ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")), dtype)
-    gamma = ops.convert_to_tensor(rng.standard_normal(args.groups).astype("float32"))
-    beta = ops.convert_to_tensor(rng.standard_normal(args.groups).astype("float32"))
+    x = ops.cast(
+        ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")),
+        dtype,
+    )
+    y_other = ops.cast(
+        ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")),
+        dtype,
+    )
+    dy = ops.cast(
+        ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")),
+        dtype,
+    )
+    gamma = ops.convert_to_tensor(
+        rng.standard_normal(args.groups).astype("float32")
+    )
+    beta = ops.convert_to_tensor(
+        rng.standard_normal(args.groups).astype("float32")
+    )
 
     new = keras_sge.SGE(args.groups, data_format="channels_last", dtype=policy)
     old = BaselineSGE(args.groups, data_format="channels_last", dtype=policy)
     layers = [new, old]
     if args.compare_with:
-        other_sge = common.import_other_checkout(args.compare_with, "layers.sge")
-        other = other_sge.SGE(args.groups, data_format="channels_last", dtype=policy)
+        other_sge = common.import_other_checkout(
+            args.compare_with, "layers.sge"
+        )
+        other = other_sge.SGE(
+            args.groups, data_format="channels_last", dtype=policy
+        )
         layers.append(other)
     for layer in layers:
         layer.build(shape)
@@ -179,18 +225,23 @@ def build_variants(args, mode):
         "SGE": compiled_flag(True, layer_fn(new, training=True)),
     }
     if args.compare_with:
-        forward["SGE (other)"] = layer_fn(other)  # with that checkout's own default compilation
-    if not (keras.backend.backend() == "tensorflow" and mode == "xla") and keras.backend.backend() != "torch":
+        forward["SGE (other)"] = layer_fn(
+            other
+        )  # with that checkout's own default compilation
+    if (
+        not (keras.backend.backend() == "tensorflow" and mode == "xla")
+        and keras.backend.backend() != "torch"
+    ):
         forward["SGE (ops only)"] = compiled_flag(False, layer_fn(new))
 
     variants = {}
     for name, fn in forward.items():
         f = wrap(fn, mode)
-        variants[("fwd", name)] = (lambda f=f: f(x, gamma, beta))
+        variants[("fwd", name)] = lambda f=f: f(x, gamma, beta)
         if not args.no_backward:
             # The compilation flag is set inside fn, i.e. while tracing.
             g = wrap(grad_fn(fn), mode)
-            variants[("fwd+bwd", name)] = (lambda g=g: g(x, gamma, beta, dy))
+            variants[("fwd+bwd", name)] = lambda g=g: g(x, gamma, beta, dy)
     return variants
 
 
@@ -198,7 +249,11 @@ def check_numbers(args):
     """The new layer and the baseline agree on this benchmark's input."""
     shape = tuple(int(v) for v in args.shape.split(","))
     x = np.random.default_rng(1).standard_normal(shape).astype("float32")
-    new = keras_sge.SGE(args.groups, data_format="channels_last", gamma_initializer="random_normal")
+    new = keras_sge.SGE(
+        args.groups,
+        data_format="channels_last",
+        gamma_initializer="random_normal",
+    )
     old = BaselineSGE(args.groups, data_format="channels_last")
     new.build(shape)
     old.build(shape)
@@ -215,14 +270,19 @@ def main(argv=None):
     info["device"] = device_name()
     common.log(f"machine: {info}")
     rel_err = check_numbers(args)
-    common.log(f"max |new - before| / max|before| on the benchmark input: {rel_err:.2e}")
+    common.log(
+        f"max |new - before| / max|before| on the benchmark input: {rel_err:.2e}"
+    )
     results = {}
     for mode in modes:
         common.log(f"mode {mode}: building and warming up")
         variants = build_variants(args, mode)
         names = {key: f"{key[0]} {key[1]}" for key in variants}
         times = common.interleaved(
-            {names[k]: v for k, v in variants.items()}, args.rounds, args.reps, log=common.log
+            {names[k]: v for k, v in variants.items()},
+            args.rounds,
+            args.reps,
+            log=common.log,
         )
         for (kind, name), label in names.items():
             baseline = f"{kind} x*y"
@@ -231,12 +291,15 @@ def main(argv=None):
                 "pass": kind,
                 "variant": name,
                 "time_s": common.summary(times[label]),
-                "ratio_vs_xy": common.summary(common.ratios(times, label, baseline)),
+                "ratio_vs_xy": common.summary(
+                    common.ratios(times, label, baseline)
+                ),
             }
         for key, r in results.items():
             if r["mode"] == mode:
                 common.log(
-                    f"{mode:9s} {r['pass']:8s} {r['variant']:16s} {common.fmt_ms(r['time_s']):>8s} ms  "
+                    f"{mode:9s} {r['pass']:8s} {r['variant']:16s} "
+                    f"{common.fmt_ms(r['time_s']):>8s} ms  "
                     f"ratio {common.fmt_ratio(r['ratio_vs_xy'])}"
                 )
     tag = args.tag or f"{keras.backend.backend()}_{info['device']}_{args.dtype}"

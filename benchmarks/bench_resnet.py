@@ -47,22 +47,51 @@ from keras_sge.applications.resnet import SGEResNet  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--depth", type=int, default=50)
-    parser.add_argument("--batches", default="1,8,32", help="inference batch sizes")
-    parser.add_argument("--train-batch", type=int, default=8, help="0 skips the training step")
+    parser.add_argument(
+        "--batches", default="1,8,32", help="inference batch sizes"
+    )
+    parser.add_argument(
+        "--train-batch", type=int, default=8, help="0 skips the training step"
+    )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reps", default="1:5,8:2,32:1", help="calls per timing, per batch size")
-    parser.add_argument("--dtype", default="float32", help="Keras policy: float32, mixed_float16, mixed_bfloat16")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--no-before", action="store_true", help="skip the baseline SGE layer variant")
     parser.add_argument(
-        "--unfused", action="store_true", help="add the current SGE layer with separate Add/ReLU layers"
+        "--reps",
+        default="1:5,8:2,32:1",
+        help="calls per timing, per batch size",
     )
-    parser.add_argument("--jit", action="store_true", help="TF: compile the whole model with XLA")
     parser.add_argument(
-        "--compare-with", metavar="DIR", help="another checkout of the repository: time its SGE-ResNet too"
+        "--dtype",
+        default="float32",
+        help="Keras policy: float32, mixed_float16, mixed_bfloat16",
+    )
+    parser.add_argument(
+        "--no-torch", action="store_true", help="skip the PyTorch reference"
+    )
+    parser.add_argument(
+        "--no-before",
+        action="store_true",
+        help="skip the baseline SGE layer variant",
+    )
+    parser.add_argument(
+        "--unfused",
+        action="store_true",
+        help="add the current SGE layer with separate Add/ReLU layers",
+    )
+    parser.add_argument(
+        "--jit",
+        action="store_true",
+        help="TF: compile the whole model with XLA",
+    )
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="another checkout of the repository: time its SGE-ResNet too",
     )
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--tag", default=None)
@@ -80,7 +109,9 @@ def build_keras(depth, attention="sge", size=224):
     if isinstance(attention, type):
         layer_class = attention
         attention = lambda channels, name: layer_class(groups=64, name=name)  # noqa: E731
-    return SGEResNet(depth, weights=None, input_shape=(size, size, 3), attention=attention)
+    return SGEResNet(
+        depth, weights=None, input_shape=(size, size, 3), attention=attention
+    )
 
 
 class KerasRunner:
@@ -126,7 +157,9 @@ class KerasRunner:
 
             @jax.jit
             def train(tv, ntv, ov, x, y):
-                (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, x, y)
+                (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                    tv, ntv, x, y
+                )
                 tv, ov = self.optimizer.stateless_apply(ov, grads, tv)
                 return loss, tv, ntv, ov
 
@@ -143,7 +176,9 @@ class KerasRunner:
 
             self.train = train_step
         else:
-            raise SystemExit("bench_resnet supports the tensorflow and jax backends")
+            raise SystemExit(
+                "bench_resnet supports the tensorflow and jax backends"
+            )
 
 
 class TorchWorker:
@@ -176,7 +211,9 @@ class TorchWorker:
 
         class Remote:
             def remote_time(self, reps):
-                return worker.ask(cmd="time", name=name, task=task, reps=reps)["seconds"]
+                return worker.ask(cmd="time", name=name, task=task, reps=reps)[
+                    "seconds"
+                ]
 
             def __call__(self):
                 raise RuntimeError("timed remotely")
@@ -202,26 +239,43 @@ def main(argv=None):
         keras.mixed_precision.set_global_policy(args.dtype)
     info = common.machine()
     common.log(f"machine: {info}")
-    use_torch = not args.no_torch and keras.backend.backend() == "tensorflow" and args.dtype == "float32"
+    use_torch = (
+        not args.no_torch
+        and keras.backend.backend() == "tensorflow"
+        and args.dtype == "float32"
+    )
     if use_torch:
         try:
             import torch  # noqa: F401
+
             import keras_sge.testing.torch_reference  # noqa: F401
         except ImportError:
             use_torch = False
 
     keras_models = {
-        "Keras ResNet": KerasRunner(build_keras(args.depth, None, size=args.size), args.jit),
-        "Keras SGE-ResNet": KerasRunner(build_keras(args.depth, "sge", size=args.size), args.jit),
+        "Keras ResNet": KerasRunner(
+            build_keras(args.depth, None, size=args.size), args.jit
+        ),
+        "Keras SGE-ResNet": KerasRunner(
+            build_keras(args.depth, "sge", size=args.size), args.jit
+        ),
     }
     if args.unfused:
         keras_models["Keras SGE-ResNet (unfused)"] = KerasRunner(
             build_keras(args.depth, SGE, size=args.size), args.jit
         )
     if args.compare_with:
-        other = common.import_other_checkout(args.compare_with, "applications.resnet")
+        other = common.import_other_checkout(
+            args.compare_with, "applications.resnet"
+        )
         keras_models["Keras SGE-ResNet (other)"] = KerasRunner(
-            other.SGEResNet(args.depth, weights=None, input_shape=(args.size, args.size, 3), groups=64), args.jit
+            other.SGEResNet(
+                args.depth,
+                weights=None,
+                input_shape=(args.size, args.size, 3),
+                groups=64,
+            ),
+            args.jit,
         )
     if not args.no_before:
         keras_models["Keras SGE-ResNet (before)"] = KerasRunner(
@@ -233,7 +287,9 @@ def main(argv=None):
         worker = TorchWorker()
         torch_names = {"PyTorch ResNet": None, "PyTorch SGE-ResNet": 64}
         for name, groups in torch_names.items():
-            info["torch_worker"] = worker.ask(cmd="build", name=name, depth=args.depth, groups=groups)
+            info["torch_worker"] = worker.ask(
+                cmd="build", name=name, depth=args.depth, groups=groups
+            )
     rng = np.random.default_rng(0)
     results = {}
     comparisons = [
@@ -251,19 +307,34 @@ def main(argv=None):
 
     def record(task, batch, times):
         for name, t in times.items():
-            results[f"{task}|{batch}|{name}"] = {"task": task, "batch": batch, "variant": name, "time_s": common.summary(t)}
+            results[f"{task}|{batch}|{name}"] = {
+                "task": task,
+                "batch": batch,
+                "variant": name,
+                "time_s": common.summary(t),
+            }
         for a, b in comparisons:
             if a in times and b in times:
                 r = common.summary(common.ratios(times, a, b))
-                results[f"{task}|{batch}|{a} / {b}"] = {"task": task, "batch": batch, "ratio": f"{a} / {b}", "summary": r}
-                common.log(f"{task:9s} b={batch:<3d} {a} / {b}: {common.fmt_ratio(r)}")
+                results[f"{task}|{batch}|{a} / {b}"] = {
+                    "task": task,
+                    "batch": batch,
+                    "ratio": f"{a} / {b}",
+                    "summary": r,
+                }
+                common.log(
+                    f"{task:9s} b={batch:<3d} {a} / {b}: {common.fmt_ratio(r)}"
+                )
         for name, t in times.items():
-            common.log(f"{task:9s} b={batch:<3d} {name}: {common.fmt_ms(common.summary(t))} ms")
+            common.log(
+                f"{task:9s} b={batch:<3d} {name}: {common.fmt_ms(common.summary(t))} ms"
+            )
 
     import keras_sge
 
     tag = args.tag or (
-        f"{keras.backend.backend()}_{'gpu' if info.get('gpu') else 'cpu'}_{args.dtype}{'_xla' if args.jit else ''}"
+        f"{keras.backend.backend()}_{'gpu' if info.get('gpu') else 'cpu'}_"
+        f"{args.dtype}{'_xla' if args.jit else ''}"
     )
 
     def save():
@@ -285,12 +356,28 @@ def main(argv=None):
     for batch in [int(b) for b in args.batches.split(",") if b]:
         images = rng.uniform(-2, 2, (batch, size, size, 3)).astype("float32")
         keras_x = keras.ops.convert_to_tensor(images)
-        variants = {name: (lambda r=r: r.infer(keras_x)) for name, r in keras_models.items()}
+        variants = {
+            name: (lambda r=r: r.infer(keras_x))
+            for name, r in keras_models.items()
+        }
         if worker:
-            worker.ask(cmd="data", task="inference", batch=batch, size=size, seed=batch)
-            variants.update({name: worker.variant(name, "inference") for name in torch_names})
+            worker.ask(
+                cmd="data", task="inference", batch=batch, size=size, seed=batch
+            )
+            variants.update(
+                {
+                    name: worker.variant(name, "inference")
+                    for name in torch_names
+                }
+            )
         common.log(f"inference, batch {batch}")
-        times = common.interleaved(variants, args.rounds, _reps(args.reps, batch), warmup=3, log=common.log)
+        times = common.interleaved(
+            variants,
+            args.rounds,
+            _reps(args.reps, batch),
+            warmup=3,
+            log=common.log,
+        )
         record("inference", batch, times)
         save()
 
@@ -300,12 +387,25 @@ def main(argv=None):
         labels = rng.integers(0, 1000, batch)
         keras_x = keras.ops.convert_to_tensor(images)
         keras_y = keras.ops.convert_to_tensor(labels.astype("int32"))
-        variants = {name: (lambda r=r: r.train(keras_x, keras_y)) for name, r in keras_models.items()}
+        variants = {
+            name: (lambda r=r: r.train(keras_x, keras_y))
+            for name, r in keras_models.items()
+        }
         if worker:
-            worker.ask(cmd="data", task="training", batch=batch, size=size, seed=1000 + batch)
-            variants.update({name: worker.variant(name, "training") for name in torch_names})
+            worker.ask(
+                cmd="data",
+                task="training",
+                batch=batch,
+                size=size,
+                seed=1000 + batch,
+            )
+            variants.update(
+                {name: worker.variant(name, "training") for name in torch_names}
+            )
         common.log(f"training step, batch {batch}")
-        times = common.interleaved(variants, args.rounds, 1, warmup=2, log=common.log)
+        times = common.interleaved(
+            variants, args.rounds, 1, warmup=2, log=common.log
+        )
         record("training", batch, times)
     if worker:
         worker.close()

@@ -30,7 +30,6 @@ import io
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
@@ -52,7 +51,9 @@ def make_jpegs(count, kb, distinct=24):
         # Noise on a gradient: about 0.45 bytes per pixel at quality 85.
         side = int((kb * 1024 / 0.45 / (4 / 3)) ** 0.5)
         gradient = np.linspace(0, 200, side * 4 // 3)[None, :, None]
-        pixels = np.clip(gradient + rng.normal(0, 24, (side, side * 4 // 3, 3)), 0, 255).astype("uint8")
+        pixels = np.clip(
+            gradient + rng.normal(0, 24, (side, side * 4 // 3, 3)), 0, 255
+        ).astype("uint8")
         buffer = io.BytesIO()
         exif = {"exif": b"Exif\0\0" + bytes(30_000)} if i % 10 == 0 else {}
         Image.fromarray(pixels).save(buffer, "JPEG", quality=85, **exif)
@@ -64,7 +65,9 @@ def write_folder(root, blobs):
     for c in range(CLASSES):
         os.makedirs(os.path.join(root, f"class{c}"))
     for i, blob in enumerate(blobs):
-        with open(os.path.join(root, f"class{i % CLASSES}", f"{i:07d}.JPEG"), "wb") as f:
+        with open(
+            os.path.join(root, f"class{i % CLASSES}", f"{i:07d}.JPEG"), "wb"
+        ) as f:
             f.write(blob)
 
 
@@ -122,8 +125,12 @@ def main():
     parser.add_argument("--files", type=int, default=3000)
     parser.add_argument("--kb", type=float, default=100)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--dir", help="where to write the files (default: a temporary folder)")
-    parser.add_argument("--out", help="results folder (default benchmarks/results)")
+    parser.add_argument(
+        "--dir", help="where to write the files (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--out", help="results folder (default benchmarks/results)"
+    )
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="bench_scan-", dir=args.dir)
@@ -137,9 +144,15 @@ def main():
         variants = {
             "list": lambda: list_files(images),
             "head 8 B": lambda: head_8_bytes(paths),
-            "check": lambda: structural_check(paths, images, os.path.join(root, "converted")),
+            "check": lambda: structural_check(
+                paths, images, os.path.join(root, "converted")
+            ),
         }
-        times = {f"{name} {cache}": [] for cache in ("warm", "cold") for name in variants}
+        times = {
+            f"{name} {cache}": []
+            for cache in ("warm", "cold")
+            for name in variants
+        }
         for _ in range(args.rounds):
             for cache in ("warm", "cold"):
                 for name, run in variants.items():
@@ -148,7 +161,9 @@ def main():
                     start = time.perf_counter()
                     run()
                     times[f"{name} {cache}"].append(time.perf_counter() - start)
-        conversion = conversion_seconds(paths[:24], images, os.path.join(root, "converted"))
+        conversion = conversion_seconds(
+            paths[:24], images, os.path.join(root, "converted")
+        )
         report(times, len(paths), mean_kb, conversion, args)
     finally:
         shutil.rmtree(root)
@@ -156,16 +171,26 @@ def main():
 
 def report(times, count, mean_kb, conversion, args):
     rows = {}
-    common.log(f"\n{'variant':16s} {'median s':>9s} {'range s':>15s} {'us/file':>8s} {'1.28M files':>12s}")
+    common.log(
+        f"\n{'variant':16s} {'median s':>9s} {'range s':>15s} {'us/file':>8s} {'1.28M files':>12s}"
+    )
     for name, values in times.items():
         median = statistics.median(values)
         per_file = median / count
-        rows[name] = {"median_s": median, "min_s": min(values), "max_s": max(values), "us_per_file": per_file * 1e6}
+        rows[name] = {
+            "median_s": median,
+            "min_s": min(values),
+            "max_s": max(values),
+            "us_per_file": per_file * 1e6,
+        }
         common.log(
-            f"{name:16s} {median:9.3f} {min(values):7.3f}-{max(values):<7.3f} {per_file * 1e6:8.1f} "
+            f"{name:16s} {median:9.3f} {min(values):7.3f}-{max(values):<7.3f} "
+            f"{per_file * 1e6:8.1f} "
             f"{per_file * IMAGENET_TRAIN_FILES:10.0f} s"
         )
-    common.log(f"converting one file to PNG (Pillow): {conversion * 1e3:.1f} ms")
+    common.log(
+        f"converting one file to PNG (Pillow): {conversion * 1e3:.1f} ms"
+    )
     payload = {
         "files": count,
         "mean_kb": mean_kb,

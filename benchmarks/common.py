@@ -72,17 +72,26 @@ def interleaved(variants, rounds, reps, warmup=2, log=None):
     for r in range(rounds):
         # Rotate the order each round so no variant always runs first.
         names = list(variants)
-        names = names[r % len(names):] + names[: r % len(names)]
+        names = names[r % len(names) :] + names[: r % len(names)]
         for name in names:
             times[name].append(time_call(variants[name], reps))
         if log:
-            log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.1f} ms" for n in variants))
+            log(
+                f"  round {r + 1}/{rounds}: "
+                + ", ".join(
+                    f"{n} {times[n][-1] * 1e3:.1f} ms" for n in variants
+                )
+            )
     return times
 
 
 def summary(values):
     values = sorted(values)
-    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    q = (
+        statistics.quantiles(values, n=4)
+        if len(values) >= 2
+        else [values[0]] * 3
+    )
     return {
         "median": statistics.median(values),
         "min": values[0],
@@ -111,7 +120,9 @@ def machine():
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "cpu": _cpu_model(),
-        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": os.getloadavg()[0]
+        if hasattr(os, "getloadavg")
+        else None,
     }
     for module in ("keras", "tensorflow", "jax", "torch", "numpy"):
         try:
@@ -138,7 +149,10 @@ def _cpu_model():
 def _gpu_name():
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip().splitlines()[0]
@@ -169,7 +183,9 @@ def import_other_checkout(directory, module, alias="keras_sge_other"):
     """
     source = Path(directory) / "keras_sge"
     if not source.is_dir():
-        raise SystemExit(f"--compare-with: {directory!r} has no keras_sge package")
+        raise SystemExit(
+            f"--compare-with: {directory!r} has no keras_sge package"
+        )
     if alias not in sys.modules:
         target = Path(tempfile.mkdtemp()) / alias
         shutil.copytree(source, target)

@@ -9,8 +9,6 @@ this script. Hand-written analysis in benchmarks/analysis.md is appended.
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,9 +30,16 @@ def fmt_ratio(s):
 
 
 def machine_line(m):
-    versions = ", ".join(f"{k} {m[k]}" for k in ("python", "keras", "tensorflow", "jax", "torch") if m.get(k))
+    versions = ", ".join(
+        f"{k} {m[k]}"
+        for k in ("python", "keras", "tensorflow", "jax", "torch")
+        if m.get(k)
+    )
     gpu = f"; GPU: {m['gpu']}" if m.get("gpu") else ""
-    return f"{m.get('cpu')} ({m.get('cpu_count')} logical cores){gpu}; Keras backend {m.get('keras_backend')}; {versions}"
+    return (
+        f"{m.get('cpu')} ({m.get('cpu_count')} logical cores){gpu}; "
+        f"Keras backend {m.get('keras_backend')}; {versions}"
+    )
 
 
 def layer_section(run):
@@ -42,12 +47,14 @@ def layer_section(run):
         f"### Layer: `{run['_file']}`",
         "",
         f"Input {run['shape']} (channels_last), groups {run['groups']}, policy `{run['dtype']}`, "
-        f"{run['rounds']} interleaved rounds x {run['reps']} calls. Device: {run['machine'].get('device')}. "
+        f"{run['rounds']} interleaved rounds x {run['reps']} calls. "
+        f"Device: {run['machine'].get('device')}. "
         f"Machine: {machine_line(run['machine'])}.",
-        f"Max |new - before| / max |before| on this input: {run.get('max_rel_diff_new_vs_before', float('nan')):.1e}.",
+        "Max |new - before| / max |before| on this input: "
+        f"{run.get('max_rel_diff_new_vs_before', float('nan')):.1e}.",
         "",
-        "Time relative to `x * y` on the same tensor, same mode and pass: median [min-max] over rounds "
-        "(absolute median in ms in parentheses).",
+        "Time relative to `x * y` on the same tensor, same mode and pass: "
+        "median [min-max] over rounds (absolute median in ms in parentheses).",
         "",
     ]
     results = run["results"]
@@ -66,8 +73,16 @@ def layer_section(run):
         cells = []
         for v in variants:
             r = results.get(f"{mode}|{kind}|{v}")
-            cells.append(f"{fmt_ratio(r['ratio_vs_xy'])} ({r['time_s']['median'] * 1e3:.3g})" if r else "-")
-        lines.append(f"| {mode} | {kind} | {base['time_s']['median'] * 1e3:.3g} | " + " | ".join(cells) + " |")
+            cells.append(
+                f"{fmt_ratio(r['ratio_vs_xy'])} ({r['time_s']['median'] * 1e3:.3g})"
+                if r
+                else "-"
+            )
+        lines.append(
+            f"| {mode} | {kind} | {base['time_s']['median'] * 1e3:.3g} | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines.append("")
     return lines
 
@@ -77,7 +92,8 @@ def resnet_section(run):
         f"### ResNet-{run['depth']}: `{run['_file']}`",
         "",
         f"{run['size']}x{run['size']}, policy `{run['dtype']}`, {run['rounds']} interleaved rounds"
-        f"{', whole model XLA-compiled' if run.get('jit') else ''}. Machine: {machine_line(run['machine'])}.",
+        f"{', whole model XLA-compiled' if run.get('jit') else ''}. "
+        f"Machine: {machine_line(run['machine'])}.",
         "",
         "| task | batch | ratio | median [min-max] |",
         "|---|---|---|---|",
@@ -85,12 +101,20 @@ def resnet_section(run):
     times = []
     for r in run["results"].values():
         if "ratio" in r:
-            lines.append(f"| {r['task']} | {r['batch']} | {r['ratio']} | {fmt_ratio(r['summary'])} |")
+            lines.append(
+                f"| {r['task']} | {r['batch']} | {r['ratio']} | {fmt_ratio(r['summary'])} |"
+            )
         else:
             times.append(r)
-    lines += ["", "Absolute medians (ms): " + "; ".join(
-        f"{r['task']} b{r['batch']} {r['variant']} {r['time_s']['median'] * 1e3:.4g}" for r in times
-    ), ""]
+    lines += [
+        "",
+        "Absolute medians (ms): "
+        + "; ".join(
+            f"{r['task']} b{r['batch']} {r['variant']} {r['time_s']['median'] * 1e3:.4g}"
+            for r in times
+        ),
+        "",
+    ]
     return lines
 
 
@@ -107,12 +131,27 @@ def targets_section(runs):
             lines.append(f"| {label} | not measured | - | - |")
             return
         ok = summary["median"] < limit if strict else summary["median"] <= limit
-        lines.append(f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) | `{source}` (load {load(source)}) |")
+        lines.append(
+            f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) "
+            f"| `{source}` (load {load(source)}) |"
+        )
 
-    cpu_layer = [r for r in runs if r["benchmark"] == "layer" and r["machine"].get("device") == "cpu"
-                 and r["dtype"] == "float32" and r["machine"].get("keras_backend") == "tensorflow"]
-    cpu_resnet = [r for r in runs if r["benchmark"] == "resnet" and not r["machine"].get("gpu")
-                  and r["dtype"] == "float32" and not r.get("jit")]
+    cpu_layer = [
+        r
+        for r in runs
+        if r["benchmark"] == "layer"
+        and r["machine"].get("device") == "cpu"
+        and r["dtype"] == "float32"
+        and r["machine"].get("keras_backend") == "tensorflow"
+    ]
+    cpu_resnet = [
+        r
+        for r in runs
+        if r["benchmark"] == "resnet"
+        and not r["machine"].get("gpu")
+        and r["dtype"] == "float32"
+        and not r.get("jit")
+    ]
     layer = cpu_layer[0] if cpu_layer else None
     resnet = cpu_resnet[0] if cpu_resnet else None
 
@@ -137,25 +176,58 @@ def targets_section(runs):
 
     src_l = layer["_file"] if layer else "-"
     src_r = resnet["_file"] if resnet else "-"
-    add("one SGE layer / `x*y`, XLA, forward: <= 1.5", layer_ratio("xla"), 1.5, src_l)
-    add("one SGE layer / `x*y`, eager, forward: <= 2.5", layer_ratio("eager"), 2.5, src_l)
-    add("SGE-ResNet-50 / ResNet-50 inference, batch 8: <= 1.03",
-        resnet_ratio("inference", 8, "Keras SGE-ResNet / Keras ResNet"), 1.03, src_r)
+    add(
+        "one SGE layer / `x*y`, XLA, forward: <= 1.5",
+        layer_ratio("xla"),
+        1.5,
+        src_l,
+    )
+    add(
+        "one SGE layer / `x*y`, eager, forward: <= 2.5",
+        layer_ratio("eager"),
+        2.5,
+        src_l,
+    )
+    add(
+        "SGE-ResNet-50 / ResNet-50 inference, batch 8: <= 1.03",
+        resnet_ratio("inference", 8, "Keras SGE-ResNet / Keras ResNet"),
+        1.03,
+        src_r,
+    )
     train_batch = None
     if resnet:
         for r in resnet["results"].values():
             if r.get("task") == "training":
                 train_batch = r["batch"]
-    add(f"SGE-ResNet-50 / ResNet-50 training step (batch {train_batch}): <= 1.05",
-        resnet_ratio("training", train_batch, "Keras SGE-ResNet / Keras ResNet"), 1.05, src_r)
-    add("our SGE-ResNet-50 / PyTorch reference, inference batch 8: < 1",
-        resnet_ratio("inference", 8, "Keras SGE-ResNet / PyTorch SGE-ResNet"), 1.0, src_r, strict=True)
-    add(f"our SGE-ResNet-50 / PyTorch reference, training step (batch {train_batch}): <= 1",
-        resnet_ratio("training", train_batch, "Keras SGE-ResNet / PyTorch SGE-ResNet"), 1.0, src_r)
+    add(
+        f"SGE-ResNet-50 / ResNet-50 training step (batch {train_batch}): <= 1.05",
+        resnet_ratio(
+            "training", train_batch, "Keras SGE-ResNet / Keras ResNet"
+        ),
+        1.05,
+        src_r,
+    )
+    add(
+        "our SGE-ResNet-50 / PyTorch reference, inference batch 8: < 1",
+        resnet_ratio("inference", 8, "Keras SGE-ResNet / PyTorch SGE-ResNet"),
+        1.0,
+        src_r,
+        strict=True,
+    )
+    add(
+        f"our SGE-ResNet-50 / PyTorch reference, training step (batch {train_batch}): <= 1",
+        resnet_ratio(
+            "training", train_batch, "Keras SGE-ResNet / PyTorch SGE-ResNet"
+        ),
+        1.0,
+        src_r,
+    )
     lines += [
         "",
-        "`load` is the 1-minute load average when the run started (2 cores). PyTorch (OpenMP) slows down",
-        "far more than TensorFlow under load, so the PyTorch rows depend on it (see the notes below).",
+        "`load` is the 1-minute load average when the run started (2 cores). "
+        "PyTorch (OpenMP) slows down",
+        "far more than TensorFlow under load, so the PyTorch rows depend on it "
+        "(see the notes below).",
         "",
     ]
     return lines
@@ -174,7 +246,9 @@ def plot(runs, path):
     panels = len(layer_runs) + len(resnet_runs)
     if not panels:
         return None
-    fig, axes = plt.subplots(panels, 1, figsize=(10, 3.4 * panels), squeeze=False)
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(10, 3.4 * panels), squeeze=False
+    )
     axes = axes[:, 0]
     i = 0
     for run in layer_runs:
@@ -183,38 +257,61 @@ def plot(runs, path):
         entries = [r for r in run["results"].values() if r["variant"] != "x*y"]
         labels = [f"{r['mode']} {r['pass']}\n{r['variant']}" for r in entries]
         med = [r["ratio_vs_xy"]["median"] for r in entries]
-        err = [[m - r["ratio_vs_xy"]["min"] for m, r in zip(med, entries)],
-               [r["ratio_vs_xy"]["max"] - m for m, r in zip(med, entries)]]
-        colors = ["tab:gray" if "before" in r["variant"] else "tab:orange" if "ops" in r["variant"] else "tab:blue"
-                  for r in entries]
+        err = [
+            [m - r["ratio_vs_xy"]["min"] for m, r in zip(med, entries)],
+            [r["ratio_vs_xy"]["max"] - m for m, r in zip(med, entries)],
+        ]
+        colors = [
+            "tab:gray"
+            if "before" in r["variant"]
+            else "tab:orange"
+            if "ops" in r["variant"]
+            else "tab:blue"
+            for r in entries
+        ]
         ax.bar(range(len(med)), med, yerr=err, color=colors, capsize=3)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(med)))
         ax.set_xticklabels(labels, fontsize=6, rotation=60, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel("time / x*y (log)")
-        ax.set_title(f"SGE layer {run['shape']} {run['dtype']} on {run['machine'].get('device')} "
-                     f"({run['machine'].get('keras_backend')}); grey = before, blue = now", fontsize=9)
+        ax.set_title(
+            f"SGE layer {run['shape']} {run['dtype']} on {run['machine'].get('device')} "
+            f"({run['machine'].get('keras_backend')}); grey = before, blue = now",
+            fontsize=9,
+        )
     for run in resnet_runs:
         ax = axes[i]
         i += 1
         entries = [r for r in run["results"].values() if "ratio" in r]
         labels = [f"{r['task']} b{r['batch']}\n{r['ratio']}" for r in entries]
         med = [r["summary"]["median"] for r in entries]
-        err = [[m - r["summary"]["min"] for m, r in zip(med, entries)],
-               [r["summary"]["max"] - m for m, r in zip(med, entries)]]
-        colors = ["tab:gray" if "(before) / Keras ResNet" in r["ratio"] else
-                  "tab:green" if "PyTorch SGE-ResNet / PyTorch ResNet" in r["ratio"] else
-                  "tab:purple" if r["ratio"].endswith("PyTorch SGE-ResNet") or r["ratio"].endswith("PyTorch ResNet")
-                  else "tab:blue" for r in entries]
+        err = [
+            [m - r["summary"]["min"] for m, r in zip(med, entries)],
+            [r["summary"]["max"] - m for m, r in zip(med, entries)],
+        ]
+        colors = [
+            "tab:gray"
+            if "(before) / Keras ResNet" in r["ratio"]
+            else "tab:green"
+            if "PyTorch SGE-ResNet / PyTorch ResNet" in r["ratio"]
+            else "tab:purple"
+            if r["ratio"].endswith("PyTorch SGE-ResNet")
+            or r["ratio"].endswith("PyTorch ResNet")
+            else "tab:blue"
+            for r in entries
+        ]
         ax.bar(range(len(med)), med, yerr=err, color=colors, capsize=3)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(med)))
         ax.set_xticklabels(labels, fontsize=5.5, rotation=60, ha="right")
         ax.set_ylabel("time ratio")
         gpu = run["machine"].get("gpu")
-        ax.set_title(f"ResNet-{run['depth']} {run['dtype']} on {gpu or 'CPU'} ({run['machine'].get('keras_backend')})",
-                     fontsize=9)
+        ax.set_title(
+            f"ResNet-{run['depth']} {run['dtype']} on {gpu or 'CPU'} "
+            f"({run['machine'].get('keras_backend')})",
+            fontsize=9,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -231,9 +328,11 @@ def main(argv=None):
         "# SGE benchmarks",
         "",
         "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json` (written by",
-        "`benchmarks/bench_layer.py` and `benchmarks/bench_resnet.py`; rerun them from the repository root).",
+        "`benchmarks/bench_layer.py` and `benchmarks/bench_resnet.py`; "
+        "rerun them from the repository root).",
         "All variants of a table ran interleaved in one process; ratios are per round, given as",
-        "median [min-max] over the rounds. Each run records its machine and load; shared machines make CPU timings noisy.",
+        "median [min-max] over the rounds. Each run records its machine and load; "
+        "shared machines make CPU timings noisy.",
         "`before` is the first, straightforward layer (`benchmarks/baseline_sge.py`).",
         "",
         "![results](results.png)",
@@ -242,7 +341,11 @@ def main(argv=None):
     lines += targets_section(runs)
     lines += ["## Measurements", ""]
     for run in runs:
-        lines += layer_section(run) if run["benchmark"] == "layer" else resnet_section(run)
+        lines += (
+            layer_section(run)
+            if run["benchmark"] == "layer"
+            else resnet_section(run)
+        )
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += ["", analysis.read_text()]

@@ -42,13 +42,23 @@ def main():
         if cmd["cmd"] == "build":
             groups = cmd["groups"]
             torch.manual_seed(0)
-            models[cmd["name"]] = torch_reference.SGE_RESNETS[cmd["depth"]](groups=groups)
-            optimizers[cmd["name"]] = torch.optim.SGD(models[cmd["name"]].parameters(), lr=0.01, momentum=0.9)
-            reply = {"ok": True, "torch": torch.__version__, "threads": torch.get_num_threads()}
+            models[cmd["name"]] = torch_reference.SGE_RESNETS[cmd["depth"]](
+                groups=groups
+            )
+            optimizers[cmd["name"]] = torch.optim.SGD(
+                models[cmd["name"]].parameters(), lr=0.01, momentum=0.9
+            )
+            reply = {
+                "ok": True,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            }
         elif cmd["cmd"] == "data":
             rng = np.random.default_rng(cmd["seed"])
             b, s = cmd["batch"], cmd["size"]
-            x = torch.from_numpy(rng.uniform(-2, 2, (b, 3, s, s)).astype("float32"))
+            x = torch.from_numpy(
+                rng.uniform(-2, 2, (b, 3, s, s)).astype("float32")
+            )
             y = torch.from_numpy(rng.integers(0, 1000, b))
             data[cmd["task"]] = (x, y)
             reply = {"ok": True}

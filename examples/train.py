@@ -33,7 +33,6 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from keras_sge import applications  # noqa: E402
 from keras_sge.applications import weights as weights_lib  # noqa: E402
@@ -63,14 +62,54 @@ ARCHS = {
 # flipping a digit changes its meaning, and small crops erase it), and for
 # the cluttered digits (the digit sits anywhere: a crop could cut it out).
 DEFAULTS = {
-    "folder": dict(arch="resnet50", image_size=224, epochs=100, batch_size=256, crop_scale=0.08, flip=True, save_steps=1000,
-                   base_lr=0.1, lr_schedule="step", head_epochs=0),
-    "fine-tune": dict(arch="resnet50", image_size=224, epochs=10, batch_size=64, crop_scale=0.08, flip=True, save_steps=500,
-                      base_lr=0.01, lr_schedule="cosine", head_epochs=2),
-    "digits": dict(arch="resnet18", image_size=32, epochs=4, batch_size=32, crop_scale=0.5, flip=False, save_steps=20,
-                   base_lr=0.1, lr_schedule="step", head_epochs=0),
-    "cluttered-digits": dict(arch="resnet18", image_size=32, epochs=3, batch_size=32, crop_scale=1.0, flip=False, save_steps=50,
-                             base_lr=0.1, lr_schedule="cosine", head_epochs=0),
+    "folder": dict(
+        arch="resnet50",
+        image_size=224,
+        epochs=100,
+        batch_size=256,
+        crop_scale=0.08,
+        flip=True,
+        save_steps=1000,
+        base_lr=0.1,
+        lr_schedule="step",
+        head_epochs=0,
+    ),
+    "fine-tune": dict(
+        arch="resnet50",
+        image_size=224,
+        epochs=10,
+        batch_size=64,
+        crop_scale=0.08,
+        flip=True,
+        save_steps=500,
+        base_lr=0.01,
+        lr_schedule="cosine",
+        head_epochs=2,
+    ),
+    "digits": dict(
+        arch="resnet18",
+        image_size=32,
+        epochs=4,
+        batch_size=32,
+        crop_scale=0.5,
+        flip=False,
+        save_steps=20,
+        base_lr=0.1,
+        lr_schedule="step",
+        head_epochs=0,
+    ),
+    "cluttered-digits": dict(
+        arch="resnet18",
+        image_size=32,
+        epochs=3,
+        batch_size=32,
+        crop_scale=1.0,
+        flip=False,
+        save_steps=50,
+        base_lr=0.1,
+        lr_schedule="cosine",
+        head_epochs=0,
+    ),
 }
 
 
@@ -96,47 +135,273 @@ def build_parser():
         ),
     )
     d = p.add_argument_group("data")
-    d.add_argument("--data", metavar="DIR", help="image folder: ImageNet layout, DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg, or one folder per class, DIR/<class>/*.jpg (val: --val-fraction of each class). JPEG/PNG/GIF/BMP, checked at start: images TensorFlow would misread are converted once to PNG in <output-dir>/converted/, unreadable files are listed in <output-dir>/bad_images.txt (see --bad-images). Default: scikit-learn's digits, embedded")
-    d.add_argument("--val-fraction", type=float, default=0.2, help="a folder with one folder per class (no train/ and val/): the fraction of each class held out for validation, chosen by --seed")
-    d.add_argument("--bad-images", choices=data.BAD_IMAGE_POLICIES, default="skip", help="files that cannot be decoded: skip them (listed on the console and in <output-dir>/bad_images.txt), or refuse to train")
-    d.add_argument("--max-bad-fraction", type=float, default=0.01, metavar="F", help="with --bad-images skip, refuse anyway when more than this fraction of the files cannot be decoded (a broken copy or the wrong folder)")
-    d.add_argument("--dataset", choices=["digits", "cluttered-digits"], default="digits", help="the embedded dataset used without --data: scikit-learn's digits, or cluttered digits (one digit at a random place among fragments of others; defaults: image size 32, 3 epochs, batch 32, base lr 0.1 cosine, no crop; the recipe of examples/ablation.py)")
-    d.add_argument("--image-size", type=int, help="side of the square training and eval images [folder 224, digits 32]")
-    d.add_argument("--crop-scale", type=float, metavar="MIN", help="smallest area fraction of the random-resized crop (the paper: 0.08); 1 = no crop [folder 0.08, digits 0.5]")
-    d.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips [folder on, digits off]")
-    d.add_argument("--cache-mb", type=float, default=1024, help="in-memory cache budget per split, MB: training files whose total size fits are kept encoded in memory; the val set is cached decoded if it fits (0: off)")
+    d.add_argument(
+        "--data",
+        metavar="DIR",
+        help=(
+            "image folder: ImageNet layout, DIR/train/<class>/*.jpg and "
+            "DIR/val/<class>/*.jpg, or one folder per class, DIR/<class>/*.jpg "
+            "(val: --val-fraction of each class). JPEG/PNG/GIF/BMP, checked at "
+            "start: images TensorFlow would misread are converted once to PNG in "
+            "<output-dir>/converted/, unreadable files are listed in "
+            "<output-dir>/bad_images.txt (see --bad-images). Default: "
+            "scikit-learn's digits, embedded"
+        ),
+    )
+    d.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help=(
+            "a folder with one folder per class (no train/ and val/): the "
+            "fraction of each class held out for validation, chosen by --seed"
+        ),
+    )
+    d.add_argument(
+        "--bad-images",
+        choices=data.BAD_IMAGE_POLICIES,
+        default="skip",
+        help=(
+            "files that cannot be decoded: skip them (listed on the console and "
+            "in <output-dir>/bad_images.txt), or refuse to train"
+        ),
+    )
+    d.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help=(
+            "with --bad-images skip, refuse anyway when more than this fraction "
+            "of the files cannot be decoded (a broken copy or the wrong folder)"
+        ),
+    )
+    d.add_argument(
+        "--dataset",
+        choices=["digits", "cluttered-digits"],
+        default="digits",
+        help=(
+            "the embedded dataset used without --data: scikit-learn's digits, or "
+            "cluttered digits (one digit at a random place among fragments of "
+            "others; defaults: image size 32, 3 epochs, batch 32, base lr 0.1 "
+            "cosine, no crop; the recipe of examples/ablation.py)"
+        ),
+    )
+    d.add_argument(
+        "--image-size",
+        type=int,
+        help="side of the square training and eval images [folder 224, digits 32]",
+    )
+    d.add_argument(
+        "--crop-scale",
+        type=float,
+        metavar="MIN",
+        help=(
+            "smallest area fraction of the random-resized crop (the paper: 0.08); "
+            "1 = no crop [folder 0.08, digits 0.5]"
+        ),
+    )
+    d.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flips [folder on, digits off]",
+    )
+    d.add_argument(
+        "--cache-mb",
+        type=float,
+        default=1024,
+        help=(
+            "in-memory cache budget per split, MB: training files whose total "
+            "size fits are kept encoded in memory; the val set is cached decoded "
+            "if it fits (0: off)"
+        ),
+    )
 
     m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=sorted(ARCHS, key=lambda a: int(a[6:])), help="ResNet depth [a PyTorch --weights checkpoint's; folder resnet50, digits resnet18]")
-    m.add_argument("--groups", type=int, default=64, help="SGE groups per block; 0 trains the plain ResNet (the ablation baseline)")
-    m.add_argument("--weights", metavar="FILE", help="initial weights: a .keras / .weights.h5 file or a PyTorch checkpoint (.pth / .pth.tar). A classifier that does not fit the data's classes starts anew (fine-tuning); with --data this also selects the fine-tuning defaults [fine-tune ...]")
-    m.add_argument("--sync-bn", action="store_true", help="synchronise BatchNormalization's batch statistics across replicas")
-    m.add_argument("--mixed-precision", choices=["float16", "bfloat16"], help="compute in mixed_float16 (with loss scaling) or mixed_bfloat16; variables stay float32")
+    m.add_argument(
+        "--arch",
+        choices=sorted(ARCHS, key=lambda a: int(a[6:])),
+        help="ResNet depth [a PyTorch --weights checkpoint's; folder resnet50, digits resnet18]",
+    )
+    m.add_argument(
+        "--groups",
+        type=int,
+        default=64,
+        help="SGE groups per block; 0 trains the plain ResNet (the ablation baseline)",
+    )
+    m.add_argument(
+        "--weights",
+        metavar="FILE",
+        help=(
+            "initial weights: a .keras / .weights.h5 file or a PyTorch "
+            "checkpoint (.pth / .pth.tar). A classifier that does not fit the "
+            "data's classes starts anew (fine-tuning); with --data this also "
+            "selects the fine-tuning defaults [fine-tune ...]"
+        ),
+    )
+    m.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="synchronise BatchNormalization's batch statistics across replicas",
+    )
+    m.add_argument(
+        "--mixed-precision",
+        choices=["float16", "bfloat16"],
+        help=(
+            "compute in mixed_float16 (with loss scaling) or mixed_bfloat16; "
+            "variables stay float32"
+        ),
+    )
 
-    r = p.add_argument_group("recipe (the paper: SGD momentum 0.9, lr 0.1 per 256 images, L2 1e-4 on all weights, 100 epochs, x0.1 at 30/60/90)")
-    r.add_argument("--epochs", type=int, help="epochs, the head epochs included [folder 100, fine-tune 10, digits 4]")
-    r.add_argument("--head-epochs", type=int, help="first train only the classifier for this many epochs, the rest of the network frozen (BatchNormalization in inference mode), then the whole network [folder 0, fine-tune 2, digits 0]")
-    r.add_argument("--head-lr", type=float, default=0.1, help="learning rate per 256 images of the head epochs (constant)")
-    r.add_argument("--batch-size", type=int, help="GLOBAL batch, over all replicas of all workers; must divide by the replica count [folder 256, fine-tune 64, digits 32]")
-    r.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: train images // batch size)")
-    r.add_argument("--base-lr", type=float, help="learning rate per 256 images after the head epochs; the run uses base-lr * batch-size / 256 [folder 0.1, fine-tune 0.01, digits 0.1]")
+    r = p.add_argument_group(
+        "recipe (the paper: SGD momentum 0.9, lr 0.1 per 256 images, "
+        "L2 1e-4 on all weights, 100 epochs, x0.1 at 30/60/90)"
+    )
+    r.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs, the head epochs included [folder 100, fine-tune 10, digits 4]",
+    )
+    r.add_argument(
+        "--head-epochs",
+        type=int,
+        help=(
+            "first train only the classifier for this many epochs, the rest of "
+            "the network frozen (BatchNormalization in inference mode), then the "
+            "whole network [folder 0, fine-tune 2, digits 0]"
+        ),
+    )
+    r.add_argument(
+        "--head-lr",
+        type=float,
+        default=0.1,
+        help="learning rate per 256 images of the head epochs (constant)",
+    )
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        help=(
+            "GLOBAL batch, over all replicas of all workers; must divide by the "
+            "replica count [folder 256, fine-tune 64, digits 32]"
+        ),
+    )
+    r.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="optimizer steps per epoch (default: train images // batch size)",
+    )
+    r.add_argument(
+        "--base-lr",
+        type=float,
+        help=(
+            "learning rate per 256 images after the head epochs; the run uses "
+            "base-lr * batch-size / 256 [folder 0.1, fine-tune 0.01, digits 0.1]"
+        ),
+    )
     r.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    r.add_argument("--weight-decay", type=float, default=1e-4, help="torch-style COUPLED weight decay, as in the paper: an L2 penalty wd/2*|w|^2 on every trainable weight (kernels, biases, BN and SGE scales and shifts), i.e. wd*w added to each gradient")
-    r.add_argument("--decoupled-weight-decay", type=float, default=0.0, help="Keras optimizer `weight_decay`: DECOUPLED (SGDW-style, w -= lr*wd*w each step, outside momentum); not the paper's")
-    r.add_argument("--lr-schedule", choices=["step", "cosine", "constant"], help="step: x0.1 at each of --lr-decay-epochs; cosine: to 0 at the end [folder step, fine-tune cosine, digits step]")
-    r.add_argument("--lr-decay-epochs", type=_int_list, default="30,60,90", metavar="E1,E2,...", help="epochs of the step schedule's x0.1 decays")
-    r.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warmup from 0, in epochs (any schedule)")
-    r.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
-    r.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order and augmentation")
+    r.add_argument(
+        "--weight-decay",
+        type=float,
+        default=1e-4,
+        help=(
+            "torch-style COUPLED weight decay, as in the paper: an L2 penalty "
+            "wd/2*|w|^2 on every trainable weight (kernels, biases, BN and SGE "
+            "scales and shifts), i.e. wd*w added to each gradient"
+        ),
+    )
+    r.add_argument(
+        "--decoupled-weight-decay",
+        type=float,
+        default=0.0,
+        help=(
+            "Keras optimizer `weight_decay`: DECOUPLED (SGDW-style, "
+            "w -= lr*wd*w each step, outside momentum); not the paper's"
+        ),
+    )
+    r.add_argument(
+        "--lr-schedule",
+        choices=["step", "cosine", "constant"],
+        help=(
+            "step: x0.1 at each of --lr-decay-epochs; cosine: to 0 at the end "
+            "[folder step, fine-tune cosine, digits step]"
+        ),
+    )
+    r.add_argument(
+        "--lr-decay-epochs",
+        type=_int_list,
+        default="30,60,90",
+        metavar="E1,E2,...",
+        help="epochs of the step schedule's x0.1 decays",
+    )
+    r.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=0.0,
+        help="linear learning-rate warmup from 0, in epochs (any schedule)",
+    )
+    r.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="label smoothing of the cross-entropy",
+    )
+    r.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds initialisation, data order and augmentation",
+    )
 
     run = p.add_argument_group("run")
-    run.add_argument("--output-dir", metavar="DIR", help="where everything is written (default: runs/<model>-<data>); rerunning with the same directory resumes")
-    run.add_argument("--save-steps", type=int, help="backup interval in steps (also at every epoch end); a kill loses at most this much [folder 1000, digits 20]")
-    run.add_argument("--fresh", action="store_true", help="ignore existing backups in --output-dir and start from step 0")
-    run.add_argument("--evaluate-only", action="store_true", help="evaluate --weights (or a fresh model) on the val split and exit")
-    run.add_argument("--cpu-devices", type=int, default=0, metavar="N", help="split the CPU into N logical devices and mirror over them (MirroredStrategy without GPUs)")
-    run.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads per process (0: TensorFlow's default)")
-    run.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output (0 silent, 1 bar, 2 one line per epoch)")
+    run.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help=(
+            "where everything is written (default: runs/<model>-<data>); "
+            "rerunning with the same directory resumes"
+        ),
+    )
+    run.add_argument(
+        "--save-steps",
+        type=int,
+        help=(
+            "backup interval in steps (also at every epoch end); a kill loses "
+            "at most this much [folder 1000, digits 20]"
+        ),
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore existing backups in --output-dir and start from step 0",
+    )
+    run.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate --weights (or a fresh model) on the val split and exit",
+    )
+    run.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=0,
+        metavar="N",
+        help=(
+            "split the CPU into N logical devices and mirror over them "
+            "(MirroredStrategy without GPUs)"
+        ),
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra- and inter-op threads per process (0: TensorFlow's default)",
+    )
+    run.add_argument(
+        "--verbose",
+        type=int,
+        choices=[0, 1, 2],
+        default=1,
+        help="Keras progress output (0 silent, 1 bar, 2 one line per epoch)",
+    )
     return p
 
 
@@ -144,7 +409,9 @@ def _int_list(text):
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        )
 
 
 def parse_args(argv=None):
@@ -158,21 +425,40 @@ def parse_args(argv=None):
             setattr(args, name, value)
     checks = [
         (args.image_size >= 8, "--image-size must be at least 8"),
-        (args.batch_size >= 1 and args.epochs >= 1, "--batch-size and --epochs must be positive"),
-        (0 <= args.head_epochs <= args.epochs, f"--head-epochs must be in [0, --epochs], got {args.head_epochs}"),
+        (
+            args.batch_size >= 1 and args.epochs >= 1,
+            "--batch-size and --epochs must be positive",
+        ),
+        (
+            0 <= args.head_epochs <= args.epochs,
+            f"--head-epochs must be in [0, --epochs], got {args.head_epochs}",
+        ),
         (0 < args.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
         (args.save_steps >= 1, "--save-steps must be positive"),
         (args.groups >= 0, "--groups must be >= 0"),
-        (args.weights is None or os.path.isfile(args.weights), f"--weights file not found: {args.weights}"),
-        (not args.steps_per_epoch or args.steps_per_epoch > 0, "--steps-per-epoch must be positive"),
-        (not args.data or args.dataset == "digits", f"--dataset {args.dataset} is embedded: leave out --data"),
+        (
+            args.weights is None or os.path.isfile(args.weights),
+            f"--weights file not found: {args.weights}",
+        ),
+        (
+            not args.steps_per_epoch or args.steps_per_epoch > 0,
+            "--steps-per-epoch must be positive",
+        ),
+        (
+            not args.data or args.dataset == "digits",
+            f"--dataset {args.dataset} is embedded: leave out --data",
+        ),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
     if args.output_dir is None:
         model = f"{'sge_' if args.groups else ''}{args.arch}"
-        args.output_dir = os.path.join("runs", f"{model}-{os.path.basename(os.path.normpath(args.data)) if args.data else args.dataset}")
+        args.output_dir = os.path.join(
+            "runs",
+            f"{model}-"
+            f"{os.path.basename(os.path.normpath(args.data)) if args.data else args.dataset}",
+        )
     return args
 
 
@@ -219,21 +505,50 @@ def build_model(args, num_classes):
     keras.utils.set_random_seed(args.seed)
     model = architecture(args, num_classes)
     if args.weights and args.evaluate_only:
-        weights_lib.load_weights(model, weights_file(args.weights))  # The classifier must fit.
+        weights_lib.load_weights(
+            model, weights_file(args.weights)
+        )  # The classifier must fit.
     elif args.weights:
-        print(finetune.load_pretrained(model, weights_file(args.weights), lambda classes: architecture(args, classes)), flush=True)
+        print(
+            finetune.load_pretrained(
+                model,
+                weights_file(args.weights),
+                lambda classes: architecture(args, classes),
+            ),
+            flush=True,
+        )
     recipe.add_l2_penalty(model, args.weight_decay)
     peak_lr = recipe.scaled_learning_rate(args.batch_size, args.base_lr)
     head_steps = args.head_epochs * args.steps_per_epoch
     schedule = recipe.learning_rate_schedule(
-        peak_lr, args.steps_per_epoch, args.epochs - args.head_epochs, args.lr_schedule, args.lr_decay_epochs, args.warmup_epochs
+        peak_lr,
+        args.steps_per_epoch,
+        args.epochs - args.head_epochs,
+        args.lr_schedule,
+        args.lr_decay_epochs,
+        args.warmup_epochs,
     )
     if head_steps:
-        schedule = recipe.HeadFirst(recipe.scaled_learning_rate(args.batch_size, args.head_lr), head_steps, schedule)
-    recipe.compile_model(model, recipe.sgd(schedule, args.momentum, args.decoupled_weight_decay), args.label_smoothing)
+        schedule = recipe.HeadFirst(
+            recipe.scaled_learning_rate(args.batch_size, args.head_lr),
+            head_steps,
+            schedule,
+        )
+    recipe.compile_model(
+        model,
+        recipe.sgd(schedule, args.momentum, args.decoupled_weight_decay),
+        args.label_smoothing,
+    )
     model.optimizer.build(model.trainable_variables)
-    head = f"; head epochs {recipe.scaled_learning_rate(args.batch_size, args.head_lr):g}" if head_steps else ""
-    print(f"Model: {model.name}, {model.count_params():,} parameters; peak learning rate {peak_lr:g}{head}")
+    head = (
+        f"; head epochs {recipe.scaled_learning_rate(args.batch_size, args.head_lr):g}"
+        if head_steps
+        else ""
+    )
+    print(
+        f"Model: {model.name}, {model.count_params():,} parameters; "
+        f"peak learning rate {peak_lr:g}{head}"
+    )
     return model
 
 
@@ -263,17 +578,30 @@ def make_inputs(args, dataset, strategy):
         def dataset_fn(context):
             print(
                 f"Input pipeline {context.input_pipeline_id} of {context.num_input_pipelines}: "
-                f"per-replica batch {context.get_per_replica_batch_size(args.batch_size)}, from step {start_step}",
+                "per-replica batch "
+                f"{context.get_per_replica_batch_size(args.batch_size)}, "
+                f"from step {start_step}",
                 flush=True,
             )
-            return pipeline.train(dataset.train, context, args.batch_size, args.steps_per_epoch, start_step)
+            return pipeline.train(
+                dataset.train,
+                context,
+                args.batch_size,
+                args.steps_per_epoch,
+                start_step,
+            )
 
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     val_data = strategy.distribute_datasets_from_function(
         lambda context: pipeline.evaluate(dataset.val, context, args.batch_size)
     )
-    return loop.Inputs(train_data, val_data, args.steps_per_epoch, data.eval_steps(len(dataset.val), args.batch_size))
+    return loop.Inputs(
+        train_data,
+        val_data,
+        args.steps_per_epoch,
+        data.eval_steps(len(dataset.val), args.batch_size),
+    )
 
 
 def chief_callbacks(args, progress, best):
@@ -292,8 +620,12 @@ def chief_callbacks(args, progress, best):
             save_best_only=True,
             initial_value_threshold=best if best > -float("inf") else None,
         ),
-        keras.callbacks.CSVLogger(os.path.join(args.output_dir, "log.csv"), append=start_step > 0),
-        keras.callbacks.TensorBoard(os.path.join(args.output_dir, "tensorboard")),
+        keras.callbacks.CSVLogger(
+            os.path.join(args.output_dir, "log.csv"), append=start_step > 0
+        ),
+        keras.callbacks.TensorBoard(
+            os.path.join(args.output_dir, "tensorboard")
+        ),
     ]
 
 
@@ -306,16 +638,27 @@ def setup(args):
     strategy = distribute.make_strategy(args.cpu_devices)
     print(distribute.describe(strategy), flush=True)
     print(f"Data: {dataset.describe()}")
-    distribute.check_global_batch(args.batch_size, strategy.num_replicas_in_sync)
+    distribute.check_global_batch(
+        args.batch_size, strategy.num_replicas_in_sync
+    )
     max_steps = len(dataset.train) // args.batch_size
     if max_steps < 1:
-        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(dataset.train)} training images")
+        raise ValueError(
+            f"--batch-size {args.batch_size} exceeds the {len(dataset.train)} training images"
+        )
     if (args.steps_per_epoch or 0) > max_steps:
-        raise ValueError(f"--steps-per-epoch {args.steps_per_epoch} exceeds one pass over the data ({max_steps})")
+        raise ValueError(
+            f"--steps-per-epoch {args.steps_per_epoch} exceeds one pass over the data ({max_steps})"
+        )
     args.steps_per_epoch = args.steps_per_epoch or max_steps
     with strategy.scope():
         model = build_model(args, len(dataset.class_names))
-    return dataset, strategy, model, distribute.ReplicaStatistics(model, strategy)
+    return (
+        dataset,
+        strategy,
+        model,
+        distribute.ReplicaStatistics(model, strategy),
+    )
 
 
 def start_training(args, strategy, model, statistics):
@@ -324,11 +667,18 @@ def start_training(args, strategy, model, statistics):
     The callback also tracks the run's progress: the global step, and the
     newest backup that every worker has.
     """
-    backups = backup.Backup(os.path.join(args.output_dir, "backup"), model, strategy, statistics)
+    backups = backup.Backup(
+        os.path.join(args.output_dir, "backup"), model, strategy, statistics
+    )
     start_step = 0 if args.fresh else backups.restore()
     if start_step:
-        print(f"Resumed from backup at step {start_step} (epoch {start_step // args.steps_per_epoch + 1}), {backups.directory}")
-    return backup.BackupCallback(backups, start_step, args.save_steps, args.steps_per_epoch)
+        print(
+            f"Resumed from backup at step {start_step} "
+            f"(epoch {start_step // args.steps_per_epoch + 1}), {backups.directory}"
+        )
+    return backup.BackupCallback(
+        backups, start_step, args.save_steps, args.steps_per_epoch
+    )
 
 
 def train(args, strategy, model, inputs, statistics, progress):
@@ -339,21 +689,45 @@ def train(args, strategy, model, inputs, statistics, progress):
     start_step, total = progress.step, args.epochs * args.steps_per_epoch
     callbacks = [progress, distribute.AverageReplicaStatistics(statistics)]
     if distribute.is_chief(strategy):
-        callbacks += chief_callbacks(args, progress, float(progress.backup.best.numpy()))
+        callbacks += chief_callbacks(
+            args, progress, float(progress.backup.best.numpy())
+        )
     start = time.time()
     head_steps = args.head_epochs * args.steps_per_epoch
     if start_step < head_steps:
-        print(f"Epochs 1-{args.head_epochs}: the classifier alone, the rest of the network frozen", flush=True)
+        print(
+            f"Epochs 1-{args.head_epochs}: the classifier alone, the rest of the network frozen",
+            flush=True,
+        )
         set_trainable(args, strategy, model, finetune.freeze_backbone)
-        loop.train(model, strategy, inputs, args.head_epochs, start_step, callbacks, args.verbose)
+        loop.train(
+            model,
+            strategy,
+            inputs,
+            args.head_epochs,
+            start_step,
+            callbacks,
+            args.verbose,
+        )
         for callback in callbacks:  # The next `fit` continues the same log.
             if isinstance(callback, keras.callbacks.CSVLogger):
                 callback.append = True
         set_trainable(args, strategy, model, finetune.unfreeze)
     if progress.step < total:
         if head_steps:
-            print(f"Epochs {args.head_epochs + 1}-{args.epochs}: the whole network", flush=True)
-        loop.train(model, strategy, inputs, args.epochs, progress.step, callbacks, args.verbose)
+            print(
+                f"Epochs {args.head_epochs + 1}-{args.epochs}: the whole network",
+                flush=True,
+            )
+        loop.train(
+            model,
+            strategy,
+            inputs,
+            args.epochs,
+            progress.step,
+            callbacks,
+            args.verbose,
+        )
     print(f"Trained steps {start_step}-{total} in {time.time() - start:.1f} s")
 
 
@@ -402,7 +776,9 @@ def finish(args, dataset, strategy, model, inputs, statistics):
     keras_path = os.path.join(args.output_dir, "model.keras")
     model.save(keras_path)
     saved_model = os.path.join(args.output_dir, "saved_model")
-    export.export_saved_model(model, saved_model, dataset.class_names, args.image_size)
+    export.export_saved_model(
+        model, saved_model, dataset.class_names, args.image_size
+    )
     print("Wrote:")
     for what, path in [
         ("final model", keras_path),
@@ -416,28 +792,51 @@ def finish(args, dataset, strategy, model, inputs, statistics):
 
 
 def report(results):
-    print("Validation: " + ", ".join(f"{name} {value:.4f}" for name, value in results.items()), flush=True)
+    print(
+        "Validation: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in results.items()),
+        flush=True,
+    )
 
 
 def runtime_log(args):
     """Where this worker's TensorFlow runtime log goes under several workers."""
     task = json.loads(os.environ["TF_CONFIG"])["task"]
-    return os.path.join(args.output_dir, "logs", f"{task['type']}-{task['index']}.log")
+    return os.path.join(
+        args.output_dir, "logs", f"{task['type']}-{task['index']}.log"
+    )
 
 
 def report_lost_peer(args, strategy, error, progress):
     """One line on the console; the traceback goes to the runtime log."""
     total = args.epochs * args.steps_per_epoch
-    where = f"at step {progress.step + 1}" if progress.step < total else f"after the last step ({total})"
+    where = (
+        f"at step {progress.step + 1}"
+        if progress.step < total
+        else f"after the last step ({total})"
+    )
     peer = distribute.describe_lost_peer(error, strategy)
     if progress.unconfirmed_step:
-        backups = f"is step {progress.unconfirmed_step} if {peer} finished saving it, else step {progress.common_step}"
+        backups = (
+            f"is step {progress.unconfirmed_step} if {peer} finished saving it, "
+            f"else step {progress.common_step}"
+        )
     else:
-        backups = f"is step {progress.common_step}" if progress.common_step else "is none (step 0)"
-    resume = f"the last backup all workers have {backups}; rerun the same command on every worker to resume from it"
+        backups = (
+            f"is step {progress.common_step}"
+            if progress.common_step
+            else "is none (step 0)"
+        )
+    resume = (
+        f"the last backup all workers have {backups}; "
+        "rerun the same command on every worker to resume from it"
+    )
     with open(runtime_log(args), "a") as log:
         traceback.print_exception(error, file=log)
-    print(f"train.py: error: lost {peer} {where}; {resume} (details: {runtime_log(args)})", file=sys.stderr)
+    print(
+        f"train.py: error: lost {peer} {where}; {resume} (details: {runtime_log(args)})",
+        file=sys.stderr,
+    )
 
 
 def main(argv=None):

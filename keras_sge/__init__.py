@@ -28,7 +28,15 @@ from keras_sge.layers.sge import SGE
 from keras_sge.layers.sge_ops import no_xla
 from keras_sge.version import __version__
 
-_LAZY_SUBMODULES = ("applications", "convert", "hub", "inspect", "litert", "plotting", "training")
+_LAZY_SUBMODULES = (
+    "applications",
+    "convert",
+    "hub",
+    "inspect",
+    "litert",
+    "plotting",
+    "training",
+)
 
 __all__ = ["SGE", "layers", "no_xla", "__version__", *_LAZY_SUBMODULES]
 

@@ -12,7 +12,9 @@ DATA_FORMATS = ("channels_last", "channels_first")
 def check_positive_int(name, value, hint=""):
     """Returns `value` if it is an int >= 1 (not a bool), else raises ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer{hint}. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be a positive integer{hint}. Received: {name}={value!r}"
+        )
     return value
 
 
@@ -23,6 +25,7 @@ def standardize_data_format(data_format):
     value = str(data_format).lower()
     if value not in DATA_FORMATS:
         raise ValueError(
-            f"`data_format` must be 'channels_last' or 'channels_first'. Received: data_format={data_format!r}"
+            "`data_format` must be 'channels_last' or 'channels_first'. "
+            f"Received: data_format={data_format!r}"
         )
     return value

@@ -22,7 +22,6 @@ import sys
 import keras
 
 from keras_sge.applications import architectures
-from keras_sge.applications import torch_mapping
 from keras_sge.applications.checkpoint_model import INFER
 from keras_sge.applications.checkpoint_model import checkpoint_architecture
 from keras_sge.applications.checkpoint_model import from_checkpoint
@@ -44,15 +43,26 @@ def convert(src, dst, depth=None, groups=INFER, classes=None, verbose=True):
     """
     dst = os.fspath(dst)
     if not dst.endswith(".weights.h5"):
-        raise ValueError(f"The output must be a Keras weights file ending in '.weights.h5'. Received: dst={dst!r}")
+        raise ValueError(
+            "The output must be a Keras weights file ending in '.weights.h5'. "
+            f"Received: dst={dst!r}"
+        )
     say = print if verbose else (lambda *args, **kwargs: None)
     say(f"Reading {os.fspath(src)} ...")
     checkpoint = WeightsFile(src)
     arch = checkpoint_architecture(checkpoint, depth, groups, classes)
     say(f"Architecture: {architectures.describe(**arch)}")
     # One progress step per layer: per torch module with parameters.
-    modules = {key.rsplit(".", 1)[0] for key in checkpoint.state_dict if not key.endswith(".num_batches_tracked")}
-    bar = keras.utils.Progbar(len(modules), unit_name="layer") if verbose else None
+    modules = {
+        key.rsplit(".", 1)[0]
+        for key in checkpoint.state_dict
+        if not key.endswith(".num_batches_tracked")
+    }
+    bar = (
+        keras.utils.Progbar(len(modules), unit_name="layer")
+        if verbose
+        else None
+    )
     model = from_checkpoint(
         checkpoint,
         classifier_activation=None,
@@ -62,9 +72,11 @@ def convert(src, dst, depth=None, groups=INFER, classes=None, verbose=True):
         progress=bar.update if bar else None,
     )
     model.save_weights(dst)
-    say(f"Wrote {dst}: load it with keras_sge.applications.SGEResNet{arch['depth']}(weights={dst!r}, ...)")
+    say(
+        f"Wrote {dst}: load it with "
+        f"keras_sge.applications.SGEResNet{arch['depth']}(weights={dst!r}, ...)"
+    )
     return model
-
 
 
 def _parse_groups(value):
@@ -73,7 +85,9 @@ def _parse_groups(value):
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"--groups must be an integer or 'none'. Received: {value!r}") from None
+        raise ValueError(
+            f"--groups must be an integer or 'none'. Received: {value!r}"
+        ) from None
 
 
 def _parser():
@@ -84,12 +98,30 @@ def _parser():
         "and/or a KerasHub preset directory.",
     )
     parser.add_argument("src", help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
-    parser.add_argument("dst", nargs="?", help="Keras weights file to write (.weights.h5)")
-    parser.add_argument("--preset", metavar="DIR", help="also write a KerasHub preset directory (needs keras-hub)")
-    parser.add_argument("--depth", type=int, choices=sorted(architectures.ARCHITECTURES), help="override the depth")
-    parser.add_argument("--groups", help="override the SGE groups ('none': a ResNet without SGE)")
-    parser.add_argument("--classes", type=int, help="override the inferred number of classes")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "dst", nargs="?", help="Keras weights file to write (.weights.h5)"
+    )
+    parser.add_argument(
+        "--preset",
+        metavar="DIR",
+        help="also write a KerasHub preset directory (needs keras-hub)",
+    )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        choices=sorted(architectures.ARCHITECTURES),
+        help="override the depth",
+    )
+    parser.add_argument(
+        "--groups",
+        help="override the SGE groups ('none': a ResNet without SGE)",
+    )
+    parser.add_argument(
+        "--classes", type=int, help="override the inferred number of classes"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress output"
+    )
     return parser
 
 
@@ -97,10 +129,16 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     if args.dst is None and args.preset is None:
-        parser.error("give a .weights.h5 file to write (DST), --preset DIR, or both")
+        parser.error(
+            "give a .weights.h5 file to write (DST), --preset DIR, or both"
+        )
     try:
         groups = INFER if args.groups is None else _parse_groups(args.groups)
-        overrides = {"depth": args.depth, "groups": groups, "classes": args.classes}
+        overrides = {
+            "depth": args.depth,
+            "groups": groups,
+            "classes": args.classes,
+        }
         if args.dst is not None:
             convert(args.src, args.dst, verbose=not args.quiet, **overrides)
         if args.preset is not None:

@@ -106,7 +106,9 @@ def sge_layers(model, layers=LAST_STAGE):
     """
     found = [layer for layer in model.layers if isinstance(layer, SGE)]
     if not found:
-        raise ValueError(f"Model {model.name!r} has no SGE layer among its layers{_nested_hint(model)}.")
+        raise ValueError(
+            f"Model {model.name!r} has no SGE layer among its layers{_nested_hint(model)}."
+        )
     if layers == ALL:
         return found
     if layers == LAST_STAGE:
@@ -143,10 +145,15 @@ def _has_residual(layer):
 
 
 def _nested_hint(model):
-    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    nested = [
+        layer.name for layer in model.layers if isinstance(layer, keras.Model)
+    ]
     if not nested:
         return ""
-    return f" (it nests the model(s) {', '.join(map(repr, nested))}: inspect the one that holds the SGE layers)"
+    return (
+        f" (it nests the model(s) {', '.join(map(repr, nested))}: "
+        "inspect the one that holds the SGE layers)"
+    )
 
 
 def sge_probe(model, layers):
@@ -160,7 +167,9 @@ def sge_probe(model, layers):
         model: the model holding the layers.
         layers: a list of `SGE` layers of `model` (see `sge_layers`).
     """
-    outputs = {layer.name: (_sge_input(layer), layer.output) for layer in layers}
+    outputs = {
+        layer.name: (_sge_input(layer), layer.output) for layer in layers
+    }
     # `model.input` keeps the inputs' structure (a single tensor, not a
     # list of one), so the probe is called exactly like the model.
     return keras.Model(model.input, outputs, name=f"{model.name}_sge_probe")
@@ -185,9 +194,13 @@ def group_norms(features, groups, data_format):
     """
     if data_format == "channels_last":
         n, h, w, c = features.shape
-        return np.linalg.norm(features.reshape(n, h, w, groups, c // groups), axis=-1)
+        return np.linalg.norm(
+            features.reshape(n, h, w, groups, c // groups), axis=-1
+        )
     n, c, h, w = features.shape
-    return np.linalg.norm(features.reshape(n, groups, c // groups, h, w), axis=2)
+    return np.linalg.norm(
+        features.reshape(n, groups, c // groups, h, w), axis=2
+    )
 
 
 def inspect_sge(model, images, layers=LAST_STAGE, batch_size=16):
@@ -212,8 +225,14 @@ def inspect_sge(model, images, layers=LAST_STAGE, batch_size=16):
     probe = sge_probe(model, chosen)
     images = np.asarray(images)
     starts = range(0, len(images), batch_size)
-    batches = [_run_batch(probe, chosen, images[start : start + batch_size]) for start in starts]
-    return {layer.name: _maps(layer, [batch[layer.name] for batch in batches]) for layer in chosen}
+    batches = [
+        _run_batch(probe, chosen, images[start : start + batch_size])
+        for start in starts
+    ]
+    return {
+        layer.name: _maps(layer, [batch[layer.name] for batch in batches])
+        for layer in chosen
+    }
 
 
 def _run_batch(probe, layers, batch):
@@ -226,7 +245,9 @@ def _run_batch(probe, layers, batch):
             # The fused output is past the add and ReLU: SGE's own output
             # is the base class's call on the same layer (same gate).
             outputs = SGE.call(layer, inputs)
-        values[layer.name] = tuple(_numpy(t) for t in (inputs, outputs, layer.gate(inputs)))
+        values[layer.name] = tuple(
+            _numpy(t) for t in (inputs, outputs, layer.gate(inputs))
+        )
     return values
 
 
@@ -263,5 +284,10 @@ def most_selective_groups(maps, index=0, count=4):
     Returns:
         A list of `count` group indices (fewer if the layer has fewer groups).
     """
-    spread = [np.std(maps.spatial("gate", index, group)) for group in range(maps.groups)]
-    return [int(g) for g in np.argsort(-np.asarray(spread), kind="stable")[:count]]
+    spread = [
+        np.std(maps.spatial("gate", index, group))
+        for group in range(maps.groups)
+    ]
+    return [
+        int(g) for g in np.argsort(-np.asarray(spread), kind="stable")[:count]
+    ]

@@ -61,24 +61,37 @@ def export_integer(model, filepath, representative_dataset):
     """
     filepath = os.fspath(filepath)
     if not filepath.endswith(".tflite"):
-        raise ValueError(f"`filepath` must end with '.tflite'. Received: filepath={filepath!r}")
+        raise ValueError(
+            f"`filepath` must end with '.tflite'. Received: filepath={filepath!r}"
+        )
     if not callable(representative_dataset):
         raise ValueError(
             "`representative_dataset` must be a callable returning an iterable of input lists. "
             f"Received: representative_dataset={representative_dataset!r}"
         )
-    sge_names = [layer.name for layer in _all_layers(model) if isinstance(layer, SGE)]
-    with tempfile.TemporaryDirectory() as saved_model, warnings.catch_warnings():
+    sge_names = [
+        layer.name for layer in _all_layers(model) if isinstance(layer, SGE)
+    ]
+    with (
+        tempfile.TemporaryDirectory() as saved_model,
+        warnings.catch_warnings(),
+    ):
         # The debugger runs tf.lite.Interpreter, whose deprecation warning
         # would only confuse: the file itself runs in ai_edge_litert.
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        warnings.filterwarnings(
+            "ignore", message=".*tf.lite.Interpreter is deprecated"
+        )
         model.export(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative_dataset)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset
+        )
         float_tensors = _tensors_of_layers(debugger.calibrated_model, sge_names)
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_tensors)
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=float_tensors
+        )
         content = debugger.get_nondebug_quantized_model()
     with open(filepath, "wb") as f:
         f.write(content)
@@ -106,4 +119,8 @@ def _tensors_of_layers(tflite_model, layer_names):
     in_scope = re.compile(rf"(^|/)({scopes})(_\d+)?/")
     interpreter = tf.lite.Interpreter(model_content=tflite_model)
     names = [tensor["name"] for tensor in interpreter.get_tensor_details()]
-    return [name for name in names if any(in_scope.search(part) for part in name.split(";"))]
+    return [
+        name
+        for name in names
+        if any(in_scope.search(part) for part in name.split(";"))
+    ]

@@ -50,9 +50,14 @@ def box_masks(boxes, image_size):
     if boxes.ndim == 2:
         boxes = boxes[:, None]
     if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise ValueError(f"`boxes` must be (N, 4) or (N, K, 4) (top, left, bottom, right). Received: shape={boxes.shape}")
+        raise ValueError(
+            "`boxes` must be (N, 4) or (N, K, 4) (top, left, bottom, right). "
+            f"Received: shape={boxes.shape}"
+        )
     pixels = np.arange(image_size)
-    rows = (pixels >= boxes[..., 0, None]) & (pixels < boxes[..., 2, None])  # (N, K, S)
+    rows = (pixels >= boxes[..., 0, None]) & (
+        pixels < boxes[..., 2, None]
+    )  # (N, K, S)
     cols = (pixels >= boxes[..., 1, None]) & (pixels < boxes[..., 3, None])
     return (rows[..., :, None] & cols[..., None, :]).any(axis=1)
 
@@ -79,8 +84,12 @@ def cell_counts(masks, map_shape, stride=None, first_centre=0.0):
     """How many pixels of each mask fall in each cell: `(N, S, S)` -> `(N, h, w)`."""
     masks = np.asarray(masks, "float64")
     size = masks.shape[-1]
-    rows = np.eye(map_shape[0])[pixel_cells(size, map_shape[0], stride, first_centre)]  # (S, h)
-    cols = np.eye(map_shape[1])[pixel_cells(size, map_shape[1], stride, first_centre)]  # (S, w)
+    rows = np.eye(map_shape[0])[
+        pixel_cells(size, map_shape[0], stride, first_centre)
+    ]  # (S, h)
+    cols = np.eye(map_shape[1])[
+        pixel_cells(size, map_shape[1], stride, first_centre)
+    ]  # (S, w)
     return np.einsum("pi,npq,qj->nij", rows, masks, cols)
 
 
@@ -88,7 +97,10 @@ def weighted_mean(values, weights):
     """The mean of `(N, h, w, G)` values over images, cells and groups,
     each cell weighted by `(N, h, w)` pixel counts."""
     values = np.asarray(values, "float64")
-    return float(np.einsum("nhwg,nhw->", values, weights) / (weights.sum() * values.shape[-1]))
+    return float(
+        np.einsum("nhwg,nhw->", values, weights)
+        / (weights.sum() * values.shape[-1])
+    )
 
 
 def ratio(values, inside, outside):
@@ -111,18 +123,32 @@ def weighted_auc(values, positive, negative):
     """
     n, h, w, groups = values.shape
     # float32 is exact here: the gates are float32 and the counts integers.
-    scores = np.asarray(values, "float32").reshape(n, h * w, groups).transpose(0, 2, 1)  # (N, G, K)
-    positive, negative = (np.asarray(m, "float32").reshape(n, h * w) for m in (positive, negative))
+    scores = (
+        np.asarray(values, "float32")
+        .reshape(n, h * w, groups)
+        .transpose(0, 2, 1)
+    )  # (N, G, K)
+    positive, negative = (
+        np.asarray(m, "float32").reshape(n, h * w) for m in (positive, negative)
+    )
     if (positive.sum(1) == 0).any() or (negative.sum(1) == 0).any():
-        raise ValueError("weighted_auc: every image needs pixels in both regions")
+        raise ValueError(
+            "weighted_auc: every image needs pixels in both regions"
+        )
     aucs = np.empty((n, groups))
     for start in range(0, n, _AUC_CHUNK):
         part = slice(start, start + _AUC_CHUNK)
         s = scores[part]
         # 1 where the positive pixel's value is higher, 1/2 on ties, 0 below.
-        wins = np.sign(s[..., :, None] - s[..., None, :]) * np.float32(0.5) + np.float32(0.5)  # (n, G, K, K)
+        wins = np.sign(s[..., :, None] - s[..., None, :]) * np.float32(
+            0.5
+        ) + np.float32(0.5)  # (n, G, K, K)
         beaten = wins @ negative[part, None, :, None]  # (n, G, K, 1)
-        aucs[part] = np.einsum("nk,ngk->ng", positive[part].astype("float64"), beaten[..., 0].astype("float64"))
+        aucs[part] = np.einsum(
+            "nk,ngk->ng",
+            positive[part].astype("float64"),
+            beaten[..., 0].astype("float64"),
+        )
     totals = positive.sum(1, dtype="float64") * negative.sum(1, dtype="float64")
     return aucs / totals[:, None]
 
@@ -135,7 +161,9 @@ def channels_last(maps):
     return arrays
 
 
-def measure_layer(maps, boxes, image_size, clutter_boxes=None, stride=None, first_centre=0.0):
+def measure_layer(
+    maps, boxes, image_size, clutter_boxes=None, stride=None, first_centre=0.0
+):
     """The localisation measures of one SGE layer (see the module docstring).
 
     Args:
@@ -154,7 +182,9 @@ def measure_layer(maps, boxes, image_size, clutter_boxes=None, stride=None, firs
     """
     gate, norm_before, norm_after = channels_last(maps)
     if len(boxes) != len(gate):
-        raise ValueError(f"{len(boxes)} boxes for {len(gate)} images in {maps.name!r}")
+        raise ValueError(
+            f"{len(boxes)} boxes for {len(gate)} images in {maps.name!r}"
+        )
     map_shape = gate.shape[1:3]
     digit_mask = box_masks(boxes, image_size)
     digit = cell_counts(digit_mask, map_shape, stride, first_centre)
@@ -169,7 +199,12 @@ def measure_layer(maps, boxes, image_size, clutter_boxes=None, stride=None, firs
         "norm_ratio_after": ratio(norm_after, digit, off_digit),
     }
     if clutter_boxes is not None:
-        clutter = cell_counts(box_masks(clutter_boxes, image_size) & ~digit_mask, map_shape, stride, first_centre)
+        clutter = cell_counts(
+            box_masks(clutter_boxes, image_size) & ~digit_mask,
+            map_shape,
+            stride,
+            first_centre,
+        )
         result.update(
             gate_ratio_vs_clutter=ratio(gate, digit, clutter),
             norm_ratio_before_vs_clutter=ratio(norm_before, digit, clutter),

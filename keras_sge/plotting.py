@@ -37,7 +37,16 @@ _COLUMNS = (
 )
 
 
-def plot_sge_maps(image, maps, index=0, groups=4, alpha=0.5, cmap="jet", title=None, panel_size=1.8):
+def plot_sge_maps(
+    image,
+    maps,
+    index=0,
+    groups=4,
+    alpha=0.5,
+    cmap="jet",
+    title=None,
+    panel_size=1.8,
+):
     """A grid: the input image, then per group the norm before SGE, the gate
     and the norm after SGE, each overlaid on the image at its resolution.
 
@@ -71,17 +80,30 @@ def plot_sge_maps(image, maps, index=0, groups=4, alpha=0.5, cmap="jet", title=N
     grid = figure.add_gridspec(len(groups), 4)
     _show(figure.add_subplot(grid[:, 0]), image, "input")
     for row, group in enumerate(groups):
-        panels = {kind: maps.spatial(kind, index, group) for kind, _ in _COLUMNS}
+        panels = {
+            kind: maps.spatial(kind, index, group) for kind, _ in _COLUMNS
+        }
         norm_scale = float(panels["norm_before"].max()) or 1.0
         for column, (kind, label) in enumerate(_COLUMNS, start=1):
             values = panels[kind]
             axes = figure.add_subplot(grid[row, column])
             if kind == "gate":
-                vmax, label = 1.0, f"{label} {values.min():.2f}-{values.max():.2f}"
+                vmax, label = (
+                    1.0,
+                    f"{label} {values.min():.2f}-{values.max():.2f}",
+                )
             else:
                 vmax, label = norm_scale, f"{label}, max {values.max():.3g}"
             _show(axes, image, f"group {group}: {label}")
-            axes.imshow(values, cmap=cmap, alpha=alpha, vmin=0.0, vmax=vmax, extent=extent, interpolation="bilinear")
+            axes.imshow(
+                values,
+                cmap=cmap,
+                alpha=alpha,
+                vmin=0.0,
+                vmax=vmax,
+                extent=extent,
+                interpolation="bilinear",
+            )
     figure.suptitle(title or f"{maps.name}, image {index}")
     return figure
 
@@ -105,11 +127,23 @@ def plot_activation_histograms(maps, bins=100, title=None, panel_size=3.6):
     """
     maps = list(maps.values()) if isinstance(maps, dict) else list(maps)
     figure = _figure(figsize=(panel_size * 1.2 * len(maps), panel_size))
-    for axes, layer_maps in zip(figure.subplots(1, len(maps), squeeze=False)[0], maps):
+    for axes, layer_maps in zip(
+        figure.subplots(1, len(maps), squeeze=False)[0], maps
+    ):
         before, after = layer_maps.inputs.ravel(), layer_maps.outputs.ravel()
-        edges = np.linspace(min(before.min(), after.min()), max(before.max(), after.max()), bins + 1)
+        edges = np.linspace(
+            min(before.min(), after.min()),
+            max(before.max(), after.max()),
+            bins + 1,
+        )
         for values, label in ((before, "before SGE"), (after, "after SGE")):
-            axes.hist(values, edges, histtype="step", linewidth=1.2, label=f"{label} (std {values.std():.3g})")
+            axes.hist(
+                values,
+                edges,
+                histtype="step",
+                linewidth=1.2,
+                label=f"{label} (std {values.std():.3g})",
+            )
         axes.set_yscale("log")
         axes.set_xlabel("activation")
         axes.set_title(layer_maps.name, fontsize=9)
@@ -132,7 +166,9 @@ def _figure(figsize):
 def _display_image(image):
     image = np.asarray(image, "float32")
     if image.ndim != 3 or 3 not in (image.shape[0], image.shape[-1]):
-        raise ValueError(f"`image` must be one RGB image, (H, W, 3) or (3, H, W). Received: shape={image.shape}")
+        raise ValueError(
+            f"`image` must be one RGB image, (H, W, 3) or (3, H, W). Received: shape={image.shape}"
+        )
     if image.shape[-1] != 3:
         image = np.transpose(image, (1, 2, 0))
     return np.clip(image, 0, 255).astype("uint8")

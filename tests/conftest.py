@@ -10,15 +10,25 @@ import pytest  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "tensorflow_only: needs the TensorFlow backend (SavedModel, tf.distribute)")
-    config.addinivalue_line("markers", "needs_torch: compares with the PyTorch reference")
-    config.addinivalue_line("markers", "slow: runs examples/train.py in subprocesses (tens of seconds)")
+    config.addinivalue_line(
+        "markers",
+        "tensorflow_only: needs the TensorFlow backend (SavedModel, tf.distribute)",
+    )
+    config.addinivalue_line(
+        "markers", "needs_torch: compares with the PyTorch reference"
+    )
+    config.addinivalue_line(
+        "markers",
+        "slow: runs examples/train.py in subprocesses (tens of seconds)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     if keras.backend.backend() == "tensorflow":
         return
-    skip = pytest.mark.skip(reason=f"TensorFlow-only feature; backend is {keras.backend.backend()}")
+    skip = pytest.mark.skip(
+        reason=f"TensorFlow-only feature; backend is {keras.backend.backend()}"
+    )
     for item in items:
         if "tensorflow_only" in item.keywords:
             item.add_marker(skip)

@@ -39,7 +39,11 @@ def dtype_policy(name):
 
 def assert_all_close(actual, expected, rtol=1e-5, atol=1e-6, msg=""):
     np.testing.assert_allclose(
-        ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=rtol, atol=atol, err_msg=msg
+        ops.convert_to_numpy(actual),
+        ops.convert_to_numpy(expected),
+        rtol=rtol,
+        atol=atol,
+        err_msg=msg,
     )
 
 
@@ -85,15 +89,21 @@ def run_layer_test(
     assert tuple(output.shape) == tuple(expected_output_shape)
     assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
     assert len(layer.trainable_weights) == expected_num_trainable_weights
-    assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
-    _check_symbolic_shape(layer_cls, init_kwargs, input_data, expected_output_shape)
+    assert (
+        len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+    )
+    _check_symbolic_shape(
+        layer_cls, init_kwargs, input_data, expected_output_shape
+    )
     if run_training:
         _check_training_step(layer_cls(**init_kwargs), input_data)
     if run_mixed_precision:
         for policy in MIXED_POLICIES:
             _check_mixed_precision(layer_cls, init_kwargs, input_data, policy)
     if run_saving:
-        model = keras.Sequential([keras.Input(input_data.shape[1:]), layer_cls(**init_kwargs)])
+        model = keras.Sequential(
+            [keras.Input(input_data.shape[1:]), layer_cls(**init_kwargs)]
+        )
         _randomize_weights(model)
         run_keras_saving_test(model, input_data, tmp_path)
 
@@ -103,7 +113,9 @@ def _check_config_round_trip(layer_cls, init_kwargs, input_data):
     config = layer.get_config()
     json.dumps(config)  # the config must be JSON-serializable
     for key in init_kwargs:
-        assert key in config, f"get_config() misses the constructor argument {key!r}"
+        assert key in config, (
+            f"get_config() misses the constructor argument {key!r}"
+        )
     revived = layer_cls.from_config(config)
     assert revived.get_config() == config
     serialized = keras.saving.serialize_keras_object(layer)
@@ -117,7 +129,9 @@ def _check_config_round_trip(layer_cls, init_kwargs, input_data):
     assert_all_close(deserialized(input_data), layer(input_data))
 
 
-def _check_symbolic_shape(layer_cls, init_kwargs, input_data, expected_output_shape):
+def _check_symbolic_shape(
+    layer_cls, init_kwargs, input_data, expected_output_shape
+):
     layer = layer_cls(**init_kwargs)
     symbolic = keras.KerasTensor(input_data.shape, dtype="float32")
     output_spec = layer.compute_output_spec(symbolic)
@@ -140,14 +154,22 @@ def _randomize_weights(model, seed=0):
 
 def _check_training_step(layer, input_data):
     model = keras.Sequential([keras.Input(input_data.shape[1:]), layer])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=backend_supports_jit())
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="mse",
+        jit_compile=backend_supports_jit(),
+    )
     before = [ops.convert_to_numpy(w) for w in layer.trainable_weights]
     target = np.zeros_like(input_data)
-    history = model.fit(input_data, target, batch_size=len(input_data), epochs=1, verbose=0)
+    history = model.fit(
+        input_data, target, batch_size=len(input_data), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0])
     after = [ops.convert_to_numpy(w) for w in layer.trainable_weights]
     for b, a, w in zip(before, after, layer.trainable_weights):
-        assert not np.allclose(a, b), f"{w.path} did not change in a training step"
+        assert not np.allclose(a, b), (
+            f"{w.path} did not change in a training step"
+        )
 
 
 def _check_mixed_precision(layer_cls, init_kwargs, input_data, policy):
@@ -156,7 +178,9 @@ def _check_mixed_precision(layer_cls, init_kwargs, input_data, policy):
     assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
     assert layer.compute_dtype != "float32"
     for weight in layer.weights:
-        assert weight.dtype == "float32", f"{weight.path} is {weight.dtype} under {policy}"
+        assert weight.dtype == "float32", (
+            f"{weight.path} is {weight.dtype} under {policy}"
+        )
     assert_finite(output, f"under {policy}")
 
 
@@ -204,7 +228,9 @@ def _check_model_config_round_trip(model, input_data):
     config = model.get_config()
     revived = model.__class__.from_config(config)
     revived.set_weights(model.get_weights())
-    assert_all_close(revived(input_data), model(input_data), rtol=1e-5, atol=1e-5)
+    assert_all_close(
+        revived(input_data), model(input_data), rtol=1e-5, atol=1e-5
+    )
     serialized = keras.saving.serialize_keras_object(model)
     deserialized = keras.saving.deserialize_keras_object(serialized)
     assert len(deserialized.weights) == len(model.weights)
@@ -213,9 +239,13 @@ def _check_model_config_round_trip(model, input_data):
 def _check_model_training_step(model, input_data):
     outputs = model(input_data)
     target = np.zeros(outputs.shape, "float32")
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=False)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=False
+    )
     before = [ops.convert_to_numpy(w) for w in model.trainable_weights]
-    history = model.fit(input_data, target, batch_size=len(input_data), epochs=1, verbose=0)
+    history = model.fit(
+        input_data, target, batch_size=len(input_data), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0])
     after = [ops.convert_to_numpy(w) for w in model.trainable_weights]
     changed = sum(not np.allclose(a, b) for a, b in zip(after, before))
@@ -232,7 +262,9 @@ def run_keras_saving_test(model, input_data, tmp_path):
     path = os.path.join(str(tmp_path), f"{model.name}.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
-    assert_all_close(restored(input_data), model(input_data), rtol=1e-5, atol=1e-5)
+    assert_all_close(
+        restored(input_data), model(input_data), rtol=1e-5, atol=1e-5
+    )
     return path
 
 
@@ -251,7 +283,9 @@ def run_in_fresh_process(code, env=None, timeout=300):
         timeout=timeout,
         cwd=REPO_ROOT,
     )
-    assert result.returncode == 0, f"child process failed:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"child process failed:\n{result.stderr[-4000:]}"
+    )
     return result.stdout
 
 
@@ -310,7 +344,8 @@ _ARTIFACT_RUNNERS = {
         interpreter.resize_tensor_input(index, inputs.shape, strict=False)
         interpreter.allocate_tensors()
         source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        if np.issubdtype(source["dtype"], np.integer):  # full-integer model: quantize with its own scale
+        # full-integer model: quantize with its own scale
+        if np.issubdtype(source["dtype"], np.integer):
             scale, zero_point = source["quantization"]
             limits = np.iinfo(source["dtype"])
             inputs = np.clip(np.round(inputs / scale + zero_point), limits.min, limits.max)
@@ -341,22 +376,28 @@ def run_artifact_in_fresh_process(runtime, artifact, input_data, tmp_path):
         input_data: one float32 numpy batch, the model's only input.
     """
     if runtime not in _ARTIFACT_RUNNERS:
-        raise ValueError(f"`runtime` must be one of {sorted(_ARTIFACT_RUNNERS)}. Received: runtime={runtime!r}")
+        raise ValueError(
+            f"`runtime` must be one of {sorted(_ARTIFACT_RUNNERS)}. Received: runtime={runtime!r}"
+        )
     inputs_path = os.path.join(str(tmp_path), f"{runtime}_inputs.npy")
     outputs_path = os.path.join(str(tmp_path), f"{runtime}_outputs.npy")
     np.save(inputs_path, np.asarray(input_data, "float32"))
-    program = textwrap.dedent(
-        f"""
+    program = (
+        textwrap.dedent(
+            f"""
         import sys
         import numpy as np
         artifact, inputs = {str(artifact)!r}, np.load({inputs_path!r})
         """
-    ) + textwrap.dedent(_ARTIFACT_RUNNERS[runtime]) + textwrap.dedent(
-        f"""
+        )
+        + textwrap.dedent(_ARTIFACT_RUNNERS[runtime])
+        + textwrap.dedent(
+            f"""
         np.save({outputs_path!r}, np.asarray(outputs, "float32"))
         loaded = [name for name in forbidden if name in sys.modules]
         assert not loaded, f"running the artifact imported {{loaded}}"
         """
+        )
     )
     run_in_fresh_process(program, env={"KERAS_BACKEND": "tensorflow"})
     return np.load(outputs_path)
@@ -366,5 +407,7 @@ def assert_close_to_largest_logit(actual, expected, relative=1e-4):
     """max |actual - expected| <= relative * max |expected|; returns the ratio."""
     scale = float(np.max(np.abs(expected)))
     diff = float(np.max(np.abs(np.asarray(actual) - np.asarray(expected))))
-    assert diff <= relative * scale, f"max abs diff {diff:.3g} > {relative} * max |logit| {scale:.3g}"
+    assert diff <= relative * scale, (
+        f"max abs diff {diff:.3g} > {relative} * max |logit| {scale:.3g}"
+    )
     return diff / scale

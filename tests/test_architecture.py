@@ -26,14 +26,25 @@ def package_modules():
 def imported_modules(path, modules):
     """The keras_sge modules that `path` imports, anywhere in the file."""
     found = set()
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    package = (
+        module_name(path)
+        if path.name == "__init__.py"
+        else module_name(path).rpartition(".")[0]
+    )
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name in modules)
+            found.update(
+                alias.name for alias in node.names if alias.name in modules
+            )
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[
+                        : len(package.split(".")) - node.level + 1
+                    ]
+                    + ([base] if base else [])
+                )
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
                 if candidate in modules:
@@ -45,7 +56,10 @@ def imported_modules(path, modules):
 
 def import_graph():
     modules = package_modules()
-    return {name: imported_modules(path, modules) - {name} for name, path in modules.items()}
+    return {
+        name: imported_modules(path, modules) - {name}
+        for name, path in modules.items()
+    }
 
 
 def find_cycle(graph):
@@ -76,7 +90,10 @@ def find_cycle(graph):
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert "keras_sge.applications.resnet" in graph["keras_sge.applications.checkpoint_model"]
+    assert (
+        "keras_sge.applications.resnet"
+        in graph["keras_sge.applications.checkpoint_model"]
+    )
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -89,7 +106,11 @@ def test_the_cycle_finder_finds_a_function_local_cycle():
 
 def test_leaf_modules_import_nothing_of_the_package():
     graph = import_graph()
-    for leaf in ("keras_sge.arguments", "keras_sge.applications.architectures", "keras_sge.version"):
+    for leaf in (
+        "keras_sge.arguments",
+        "keras_sge.applications.architectures",
+        "keras_sge.version",
+    ):
         assert graph[leaf] == set(), (leaf, graph[leaf])
 
 

@@ -28,14 +28,27 @@ def run_tests_on_backend(backend, paths):
         pytest.skip(f"{backend} is not installed")
     env = {**os.environ, "KERAS_BACKEND": backend}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", "-x"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *paths,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, f"{backend} run failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    summary = (
+        result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    )
+    assert result.returncode == 0, (
+        f"{backend} run failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    )
     assert " passed" in summary and "failed" not in summary, summary
 
 

@@ -35,26 +35,45 @@ def public_docstrings(module):
     """`(qualified name, docstring)` of the module and what it defines."""
     yield module.__name__, module.__doc__
     for name, obj in vars(module).items():
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+        if (
+            name.startswith("_")
+            or getattr(obj, "__module__", None) != module.__name__
+        ):
             continue
         if inspect.isclass(obj) or inspect.isfunction(obj):
             yield f"{module.__name__}.{name}", obj.__doc__
         if inspect.isclass(obj):
             for method_name, method in vars(obj).items():
-                if not method_name.startswith("_") and inspect.isfunction(method):
-                    yield f"{module.__name__}.{name}.{method_name}", method.__doc__
+                if not method_name.startswith("_") and inspect.isfunction(
+                    method
+                ):
+                    yield (
+                        f"{module.__name__}.{name}.{method_name}",
+                        method.__doc__,
+                    )
 
 
 def examples():
     found = []
     for module_name in module_names():
-        extra = next((dep for prefix, dep in OPTIONAL.items() if module_name.startswith(prefix)), None)
+        extra = next(
+            (
+                dep
+                for prefix, dep in OPTIONAL.items()
+                if module_name.startswith(prefix)
+            ),
+            None,
+        )
         if extra and importlib.util.find_spec(extra) is None:
             continue
         module = importlib.import_module(module_name)
         for qualified_name, doc in public_docstrings(module):
             for index, code in enumerate(EXAMPLE.findall(doc or "")):
-                found.append(pytest.param(textwrap.dedent(code), id=f"{qualified_name}[{index}]"))
+                found.append(
+                    pytest.param(
+                        textwrap.dedent(code), id=f"{qualified_name}[{index}]"
+                    )
+                )
     return found
 
 
@@ -66,7 +85,9 @@ def example_files(tmp_path_factory):
         from keras_sge.testing import torch_reference
         from tests.applications import parity
 
-        parity.save_official_checkpoint(torch_reference.sge_resnet18(), directory / "sge_resnet18.pth.tar")
+        parity.save_official_checkpoint(
+            torch_reference.sge_resnet18(), directory / "sge_resnet18.pth.tar"
+        )
     return directory
 
 
@@ -74,13 +95,22 @@ def example_files(tmp_path_factory):
 @pytest.mark.parametrize("code", examples())
 def test_docstring_example_runs(code, example_files, monkeypatch):
     if ".pth" in code and not (example_files / "sge_resnet18.pth.tar").exists():
-        pytest.skip("the example reads a PyTorch checkpoint; torch is not installed")
+        pytest.skip(
+            "the example reads a PyTorch checkpoint; torch is not installed"
+        )
     monkeypatch.chdir(example_files)
-    exec(compile(code, "<docstring example>", "exec"), {"__name__": "__docstring_example__"})
+    exec(
+        compile(code, "<docstring example>", "exec"),
+        {"__name__": "__docstring_example__"},
+    )
 
 
 def test_examples_are_found():
     ids = {param.id.rsplit("[", 1)[0] for param in examples()}
-    for name in ("keras_sge.layers.sge.SGE", "keras_sge.layers.sge_ops.no_xla", "keras_sge.applications.resnet.SGEResNet152"):
+    for name in (
+        "keras_sge.layers.sge.SGE",
+        "keras_sge.layers.sge_ops.no_xla",
+        "keras_sge.applications.resnet.SGEResNet152",
+    ):
         assert name in ids, sorted(ids)
     assert os.path.basename(__file__) == "test_docstrings.py"

@@ -22,7 +22,9 @@ def source_files():
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in files:
             if not name.endswith(".pyc"):
-                yield os.path.relpath(os.path.join(root, name), REPO_ROOT).replace(os.sep, "/")
+                yield os.path.relpath(
+                    os.path.join(root, name), REPO_ROOT
+                ).replace(os.sep, "/")
 
 
 def installed_distribution():
@@ -30,11 +32,15 @@ def installed_distribution():
     # Look in site-packages only: a build leaves keras_sge.egg-info in the
     # source tree, which would otherwise answer for the installed wheel.
     site_packages = sysconfig.get_paths()["purelib"]
-    found = list(importlib.metadata.distributions(name="keras-sge", path=[site_packages]))
+    found = list(
+        importlib.metadata.distributions(name="keras-sge", path=[site_packages])
+    )
     if not found:
         pytest.skip("keras-sge is not installed (run scripts/bootstrap.sh)")
     if not any(str(f).startswith("keras_sge/") for f in found[0].files or ()):
-        pytest.skip("keras-sge is installed in editable mode: no file list to check")
+        pytest.skip(
+            "keras-sge is installed in editable mode: no file list to check"
+        )
     return found[0]
 
 

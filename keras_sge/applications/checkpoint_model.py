@@ -20,7 +20,13 @@ def checkpoint_architecture(checkpoint, depth=None, groups=INFER, classes=None):
     """
     checkpoint = _torch_file(checkpoint)
     arch = torch_checkpoint.infer_architecture(checkpoint.state_dict)
-    arch.update({key: value for key, value in (("depth", depth), ("classes", classes)) if value is not None})
+    arch.update(
+        {
+            key: value
+            for key, value in (("depth", depth), ("classes", classes))
+            if value is not None
+        }
+    )
     if groups != INFER:
         arch["groups"] = groups
     return arch
@@ -78,20 +84,32 @@ def from_checkpoint(
         input_shape=input_shape or _any_size_input_shape(),
     )
     torch_mapping.set_weights_from_state_dict(
-        model, checkpoint.state_dict, source=f"checkpoint {checkpoint.path!r}", progress=progress
+        model,
+        checkpoint.state_dict,
+        source=f"checkpoint {checkpoint.path!r}",
+        progress=progress,
     )
     return model
 
 
 def _torch_file(checkpoint):
-    checkpoint = checkpoint if isinstance(checkpoint, WeightsFile) else WeightsFile(checkpoint)
+    checkpoint = (
+        checkpoint
+        if isinstance(checkpoint, WeightsFile)
+        else WeightsFile(checkpoint)
+    )
     if checkpoint.is_keras:
         raise ValueError(
-            f"{checkpoint.path!r} is a Keras weights file, not a PyTorch checkpoint: build the model with "
+            f"{checkpoint.path!r} is a Keras weights file, not a PyTorch "
+            "checkpoint: build the model with "
             f"a builder and `weights={checkpoint.path!r}` instead (it holds no architecture)."
         )
     return checkpoint
 
 
 def _any_size_input_shape():
-    return (None, None, 3) if keras.config.image_data_format() == "channels_last" else (3, None, None)
+    return (
+        (None, None, 3)
+        if keras.config.image_data_format() == "channels_last"
+        else (3, None, None)
+    )

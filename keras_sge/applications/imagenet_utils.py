@@ -16,9 +16,15 @@ def _class_index():
     Package data `keras_sge/data/imagenet_class_index.json`, written by
     `scripts/make_imagenet_class_index.py` from KerasHub (Apache 2.0).
     """
-    text = importlib.resources.files("keras_sge").joinpath("data", CLASS_INDEX_FILE).read_text("utf-8")
+    text = (
+        importlib.resources.files("keras_sge")
+        .joinpath("data", CLASS_INDEX_FILE)
+        .read_text("utf-8")
+    )
     index = json.loads(text)
-    return tuple((index[str(i)][0], index[str(i)][1]) for i in range(len(index)))
+    return tuple(
+        (index[str(i)][0], index[str(i)][1]) for i in range(len(index))
+    )
 
 
 def imagenet_class_names():
@@ -56,14 +62,24 @@ def decode_predictions(preds, top=5):
     """
     from keras import ops
 
-    preds = np.asarray(ops.convert_to_numpy(preds)) if not isinstance(preds, np.ndarray) else preds
+    preds = (
+        np.asarray(ops.convert_to_numpy(preds))
+        if not isinstance(preds, np.ndarray)
+        else preds
+    )
     if preds.ndim != 2 or preds.shape[1] != 1000:
         raise ValueError(
             "`decode_predictions` expects a batch of predictions (i.e. a 2D array "
             f"of shape (samples, 1000)). Received array with shape: {preds.shape}"
         )
-    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
-        raise ValueError(f"`top` must be an integer between 1 and 1000. Received: top={top!r}")
+    if (
+        isinstance(top, bool)
+        or not isinstance(top, int)
+        or not 1 <= top <= 1000
+    ):
+        raise ValueError(
+            f"`top` must be an integer between 1 and 1000. Received: top={top!r}"
+        )
     index = _class_index()
     results = []
     for pred in preds:

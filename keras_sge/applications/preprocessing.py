@@ -63,7 +63,9 @@ def preprocess_input(x, data_format=None):
     return (ops.cast(x, "float32") / 255.0 - mean) / std
 
 
-def center_crop_resize(images, image_size=224, interpolation="bilinear", antialias=True):
+def center_crop_resize(
+    images, image_size=224, interpolation="bilinear", antialias=True
+):
     """The reference's evaluation geometry: resize, then centre crop.
 
     The shorter side is resized to `round(image_size * 256 / 224)` (256 for
@@ -113,13 +115,32 @@ def center_crop_resize(images, image_size=224, interpolation="bilinear", antiali
     target = math.floor(image_size * RESIZE_RATIO + 0.5)
     scale = target / short
     # torchvision keeps the shorter side exact and truncates the longer one.
-    new_height = tf.where(height <= width, target, tf.cast(tf.cast(height, "float64") * scale, "int32"))
-    new_width = tf.where(width < height, target, tf.cast(tf.cast(width, "float64") * scale, "int32"))
-    resized = tf.image.resize(images, tf.stack([new_height, new_width]), method=interpolation, antialias=antialias)
+    new_height = tf.where(
+        height <= width,
+        target,
+        tf.cast(tf.cast(height, "float64") * scale, "int32"),
+    )
+    new_width = tf.where(
+        width < height,
+        target,
+        tf.cast(tf.cast(width, "float64") * scale, "int32"),
+    )
+    resized = tf.image.resize(
+        images,
+        tf.stack([new_height, new_width]),
+        method=interpolation,
+        antialias=antialias,
+    )
     # CenterCrop's offsets: int(round((size - crop) / 2)).
-    top = tf.cast(tf.round(tf.cast(new_height - image_size, "float32") / 2.0), "int32")
-    left = tf.cast(tf.round(tf.cast(new_width - image_size, "float32") / 2.0), "int32")
-    return tf.image.crop_to_bounding_box(resized, top, left, image_size, image_size)
+    top = tf.cast(
+        tf.round(tf.cast(new_height - image_size, "float32") / 2.0), "int32"
+    )
+    left = tf.cast(
+        tf.round(tf.cast(new_width - image_size, "float32") / 2.0), "int32"
+    )
+    return tf.image.crop_to_bounding_box(
+        resized, top, left, image_size, image_size
+    )
 
 
 def _channel_shape(data_format):

@@ -48,13 +48,22 @@ class _Layers:
     the options are attributes, set once from the builder's arguments.
     """
 
-    def __init__(self, attention, groups, kernel_regularizer, synchronized_bn, zero_init_residual):
+    def __init__(
+        self,
+        attention,
+        groups,
+        kernel_regularizer,
+        synchronized_bn,
+        zero_init_residual,
+    ):
         self.attention = attention
         self.groups = groups
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.synchronized_bn = synchronized_bn
         self.zero_init_residual = zero_init_residual
-        self.channel_axis = -1 if keras.config.image_data_format() == "channels_last" else 1
+        self.channel_axis = (
+            -1 if keras.config.image_data_format() == "channels_last" else 1
+        )
 
     def conv(self, x, filters, kernel_size, strides, name):
         """A bias-free convolution; torch's symmetric padding made explicit.
@@ -65,7 +74,9 @@ class _Layers:
         """
         padding = "same"
         if strides > 1 and kernel_size > 1:
-            x = layers.ZeroPadding2D(padding=kernel_size // 2, name=name + "_pad")(x)
+            x = layers.ZeroPadding2D(
+                padding=kernel_size // 2, name=name + "_pad"
+            )(x)
             padding = "valid"
         return layers.Conv2D(
             filters,
@@ -81,13 +92,24 @@ class _Layers:
             name=name + "_conv",
         )(x)
 
-    def conv_bn(self, x, filters, kernel_size, strides, name, relu=True, last_of_branch=False):
+    def conv_bn(
+        self,
+        x,
+        filters,
+        kernel_size,
+        strides,
+        name,
+        relu=True,
+        last_of_branch=False,
+    ):
         x = self.conv(x, filters, kernel_size, strides, name)
         x = layers.BatchNormalization(
             axis=self.channel_axis,
             epsilon=architectures.BN_EPSILON,
             momentum=architectures.BN_MOMENTUM,
-            gamma_initializer="zeros" if last_of_branch and self.zero_init_residual else "ones",
+            gamma_initializer="zeros"
+            if last_of_branch and self.zero_init_residual
+            else "ones",
             synchronized=self.synchronized_bn,
             name=name + "_bn",
         )(x)
@@ -99,10 +121,14 @@ class _Layers:
         """The block's conv/BN stack, up to and including its last BN."""
         if kind == "basic":
             x = self.conv_bn(x, width, 3, strides, name + "_1")
-            return self.conv_bn(x, width, 3, 1, name + "_2", relu=False, last_of_branch=True)
+            return self.conv_bn(
+                x, width, 3, 1, name + "_2", relu=False, last_of_branch=True
+            )
         x = self.conv_bn(x, width, 1, 1, name + "_1")
         x = self.conv_bn(x, width, 3, strides, name + "_2")
-        return self.conv_bn(x, width * 4, 1, 1, name + "_3", relu=False, last_of_branch=True)
+        return self.conv_bn(
+            x, width * 4, 1, 1, name + "_3", relu=False, last_of_branch=True
+        )
 
     def block(self, x, kind, width, strides, name):
         """A residual block: branch -> attention -> + shortcut -> ReLU.
@@ -112,7 +138,9 @@ class _Layers:
         """
         filters = width * EXPANSION[kind]
         if strides != 1 or x.shape[self.channel_axis] != filters:
-            shortcut = self.conv_bn(x, filters, 1, strides, name + "_0", relu=False)
+            shortcut = self.conv_bn(
+                x, filters, 1, strides, name + "_0", relu=False
+            )
         else:
             shortcut = x
         x = self.branch(x, kind, width, strides, name)
@@ -139,10 +167,14 @@ class _Layers:
 
     def stages(self, x, depth):
         kind, blocks_per_stage = ARCHITECTURES[depth]
-        for stage, (width, blocks) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage)):
+        for stage, (width, blocks) in enumerate(
+            zip(STAGE_WIDTHS, blocks_per_stage)
+        ):
             for block in range(blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = self.block(x, kind, width, strides, f"conv{stage + 2}_block{block + 1}")
+                x = self.block(
+                    x, kind, width, strides, f"conv{stage + 2}_block{block + 1}"
+                )
         return x
 
     def head(self, x, include_top, pooling, classes, classifier_activation):
@@ -154,8 +186,12 @@ class _Layers:
             return layers.Dense(
                 classes,
                 activation=classifier_activation,
-                kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
-                bias_initializer=keras.initializers.RandomUniform(-limit, limit),
+                kernel_initializer=keras.initializers.VarianceScaling(
+                    1.0 / 3.0, mode="fan_in", distribution="uniform"
+                ),
+                bias_initializer=keras.initializers.RandomUniform(
+                    -limit, limit
+                ),
                 kernel_regularizer=self.kernel_regularizer,
                 dtype="float32",
                 name=weights_lib.CLASSIFIER,
@@ -189,22 +225,36 @@ def SGEResNet(
     docstring for the other arguments.
     """
     attention = _resolve_attention(attention, groups)
-    _validate_arguments(depth, include_top, weights, pooling, classes, attention, groups)
+    _validate_arguments(
+        depth, include_top, weights, pooling, classes, attention, groups
+    )
     img_input = _image_input(input_tensor, input_shape, include_top)
-    make = _Layers(attention, groups, kernel_regularizer, synchronized_bn, zero_init_residual)
+    make = _Layers(
+        attention,
+        groups,
+        kernel_regularizer,
+        synchronized_bn,
+        zero_init_residual,
+    )
     x = make.stem(img_input)
     x = make.stages(x, depth)
     x = make.head(x, include_top, pooling, classes, classifier_activation)
 
     # Like keras.applications: a model built on `input_tensor` starts from
     # that tensor's own source inputs.
-    inputs = _source_inputs(input_tensor) if input_tensor is not None else img_input
+    inputs = (
+        _source_inputs(input_tensor) if input_tensor is not None else img_input
+    )
     model = keras.Model(inputs, x, name=name or _default_name(depth, attention))
     if weights is not None:
 
         def with_classifier(classes):
             return SGEResNet(
-                depth, input_shape=tuple(img_input.shape[1:]), classes=classes, groups=groups, attention=attention
+                depth,
+                input_shape=tuple(img_input.shape[1:]),
+                classes=classes,
+                groups=groups,
+                attention=attention,
             )
 
         weights_lib.load_weights(model, weights, with_classifier)
@@ -232,9 +282,13 @@ def _source_inputs(tensor):
     return sources[0] if len(sources) == 1 else sources
 
 
-def _validate_arguments(depth, include_top, weights, pooling, classes, attention, groups):
+def _validate_arguments(
+    depth, include_top, weights, pooling, classes, attention, groups
+):
     if depth not in ARCHITECTURES:
-        raise ValueError(f"`depth` must be one of {sorted(ARCHITECTURES)}. Received: depth={depth!r}")
+        raise ValueError(
+            f"`depth` must be one of {sorted(ARCHITECTURES)}. Received: depth={depth!r}"
+        )
     if weights == "imagenet":
         raise ValueError(
             "`weights='imagenet'` is not available for SGE-ResNet: no Keras "
@@ -245,14 +299,20 @@ def _validate_arguments(depth, include_top, weights, pooling, classes, attention
             "or pass the checkpoint's path directly (this needs torch). "
             f"Received: weights={weights!r}"
         )
-    if weights is not None and not isinstance(weights, (str, bytes)) and not hasattr(weights, "__fspath__"):
+    if (
+        weights is not None
+        and not isinstance(weights, (str, bytes))
+        and not hasattr(weights, "__fspath__")
+    ):
         raise ValueError(
             "The `weights` argument should be either `None` (random "
             "initialization) or the path to a Keras weights file or a PyTorch "
             f"checkpoint. Received: weights={weights!r}"
         )
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}")
+        raise ValueError(
+            f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}"
+        )
     if include_top:
         check_positive_int("classes", classes)
     if attention == "sge":
@@ -260,7 +320,9 @@ def _validate_arguments(depth, include_top, weights, pooling, classes, attention
 
 
 def _validate_groups(depth, groups):
-    check_positive_int("groups", groups, hint=", or None for a ResNet without SGE")
+    check_positive_int(
+        "groups", groups, hint=", or None for a ResNet without SGE"
+    )
     narrowest = architectures.narrowest_block_channels(depth)
     if narrowest % groups:
         raise ValueError(
@@ -278,7 +340,8 @@ def _image_input(input_tensor, input_shape, include_top):
         raise ValueError(
             "`input_tensor` must be a Keras tensor (from `keras.Input()` or a "
             "layer applied to one). Received: "
-            f"input_tensor={type(input_tensor).__name__} of shape {getattr(input_tensor, 'shape', None)}"
+            f"input_tensor={type(input_tensor).__name__} of shape "
+            f"{getattr(input_tensor, 'shape', None)}"
         )
     return input_tensor
 
@@ -298,9 +361,14 @@ def _standardize_input_shape(input_shape, include_top):
     spatial = input_shape[:2] if channels_last else input_shape[1:]
     channels = input_shape[2] if channels_last else input_shape[0]
     if channels is None or channels < 1:
-        raise ValueError(f"`input_shape` needs a known, positive channel count. Received: input_shape={input_shape}")
+        raise ValueError(
+            "`input_shape` needs a known, positive channel count. "
+            f"Received: input_shape={input_shape}"
+        )
     if any(size is not None and size < 32 for size in spatial):
-        raise ValueError(f"Input size must be at least 32x32; Received: input_shape={input_shape}")
+        raise ValueError(
+            f"Input size must be at least 32x32; Received: input_shape={input_shape}"
+        )
     return input_shape
 
 
@@ -415,7 +483,9 @@ def SGEResNet18(
     return SGEResNet(18, **locals())
 
 
-SGEResNet18.__doc__ = _docstring(18, "SGE-ResNet-18", "BasicBlock, [2, 2, 2, 2]")
+SGEResNet18.__doc__ = _docstring(
+    18, "SGE-ResNet-18", "BasicBlock, [2, 2, 2, 2]"
+)
 
 
 def SGEResNet34(
@@ -436,7 +506,9 @@ def SGEResNet34(
     return SGEResNet(34, **locals())
 
 
-SGEResNet34.__doc__ = _docstring(34, "SGE-ResNet-34", "BasicBlock, [3, 4, 6, 3]")
+SGEResNet34.__doc__ = _docstring(
+    34, "SGE-ResNet-34", "BasicBlock, [3, 4, 6, 3]"
+)
 
 
 def SGEResNet50(
@@ -457,7 +529,9 @@ def SGEResNet50(
     return SGEResNet(50, **locals())
 
 
-SGEResNet50.__doc__ = _docstring(50, "SGE-ResNet-50", "Bottleneck, [3, 4, 6, 3]")
+SGEResNet50.__doc__ = _docstring(
+    50, "SGE-ResNet-50", "Bottleneck, [3, 4, 6, 3]"
+)
 
 
 def SGEResNet101(
@@ -478,7 +552,9 @@ def SGEResNet101(
     return SGEResNet(101, **locals())
 
 
-SGEResNet101.__doc__ = _docstring(101, "SGE-ResNet-101", "Bottleneck, [3, 4, 23, 3]")
+SGEResNet101.__doc__ = _docstring(
+    101, "SGE-ResNet-101", "Bottleneck, [3, 4, 23, 3]"
+)
 
 
 def SGEResNet152(
@@ -499,4 +575,6 @@ def SGEResNet152(
     return SGEResNet(152, **locals())
 
 
-SGEResNet152.__doc__ = _docstring(152, "SGE-ResNet-152", "Bottleneck, [3, 8, 36, 3]")
+SGEResNet152.__doc__ = _docstring(
+    152, "SGE-ResNet-152", "Bottleneck, [3, 8, 36, 3]"
+)

@@ -55,7 +55,8 @@ def stage_outputs(model, name=None):
     [backbone.get_layer(n).output for n in stage_output_names(backbone)])`.
     """
     outputs = {
-        stage: model.get_layer(layer_name).output for stage, layer_name in zip(STAGES, stage_output_names(model))
+        stage: model.get_layer(layer_name).output
+        for stage, layer_name in zip(STAGES, stage_output_names(model))
     }
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, outputs, name=name or f"{model.name}_stages")

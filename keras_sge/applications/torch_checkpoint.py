@@ -42,18 +42,33 @@ def _numpy_scalar_globals():
     files written with numpy 2 `numpy._core.multiarray`; both are allowed,
     whichever numpy runs here (numpy 1.x has no `numpy._core`).
     """
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    multiarray = (
+        np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    )
     scalar = multiarray.scalar
     names = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
-    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [scalar, *((scalar, name) for name in names), np.dtype, *dtype_classes]
+    dtype_classes = [
+        getattr(np.dtypes, name)
+        for name in dir(np.dtypes)
+        if name.endswith("DType")
+    ]
+    return [
+        scalar,
+        *((scalar, name) for name in names),
+        np.dtype,
+        *dtype_classes,
+    ]
 
 
 def _allow_numpy_scalars(torch):
     # `safe_globals` is torch >= 2.5; older versions refuse numpy scalars,
     # which then surfaces as the clear "will not unpickle" error below.
     safe_globals = getattr(torch.serialization, "safe_globals", None)
-    return safe_globals(_numpy_scalar_globals()) if safe_globals else contextlib.nullcontext()
+    return (
+        safe_globals(_numpy_scalar_globals())
+        if safe_globals
+        else contextlib.nullcontext()
+    )
 
 
 def read_checkpoint(path):
@@ -101,7 +116,11 @@ def state_dict_from_checkpoint(checkpoint, source="checkpoint"):
             f"The {source} is not a model checkpoint: expected a state_dict (a "
             "dict of tensors) or a dict holding one under 'state_dict'. "
             f"Received: {type(checkpoint).__name__}"
-            + (f" with keys {sorted(map(str, checkpoint))[:10]}" if isinstance(checkpoint, dict) else "")
+            + (
+                f" with keys {sorted(map(str, checkpoint))[:10]}"
+                if isinstance(checkpoint, dict)
+                else ""
+            )
         )
     state = {}
     for key, value in checkpoint.items():
@@ -118,7 +137,9 @@ def state_dict_from_checkpoint(checkpoint, source="checkpoint"):
 
 def load_state_dict(path):
     """Reads a checkpoint file into `{torch key: float32 numpy array}`."""
-    return state_dict_from_checkpoint(read_checkpoint(path), source=f"file {os.fspath(path)!r}")
+    return state_dict_from_checkpoint(
+        read_checkpoint(path), source=f"file {os.fspath(path)!r}"
+    )
 
 
 def infer_architecture(state_dict):
@@ -134,15 +155,25 @@ def infer_architecture(state_dict):
     """
     blocks = []
     for stage in range(1, 5):
-        indices = {int(m.group(1)) for key in state_dict for m in [re.match(rf"layer{stage}\.(\d+)\.", key)] if m}
+        indices = {
+            int(m.group(1))
+            for key in state_dict
+            for m in [re.match(rf"layer{stage}\.(\d+)\.", key)]
+            if m
+        }
         blocks.append(max(indices) + 1 if indices else 0)
     kind = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
-    depths = [d for d, arch in ARCHITECTURES.items() if arch == (kind, tuple(blocks))]
+    depths = [
+        d for d, arch in ARCHITECTURES.items() if arch == (kind, tuple(blocks))
+    ]
     if not depths:
         raise ValueError(
             "The checkpoint's keys match no SGE-ResNet/ResNet architecture: found "
             f"{kind} blocks per stage {blocks}; known: "
-            + ", ".join(f"ResNet-{d} {k} {list(b)}" for d, (k, b) in ARCHITECTURES.items())
+            + ", ".join(
+                f"ResNet-{d} {k} {list(b)}"
+                for d, (k, b) in ARCHITECTURES.items()
+            )
             + f". First keys: {sorted(state_dict)[:8]}"
         )
     sge = state_dict.get("layer1.0.sge.weight")

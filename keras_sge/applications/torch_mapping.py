@@ -22,7 +22,9 @@ from keras_sge.layers.sge import SGE
 # Keras layer name -> torch module path, for the names that
 # keras_sge.applications.resnet gives its layers.
 _STEM_MODULES = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
-_BLOCK_LAYER = re.compile(r"^conv(?P<stage>[2-5])_block(?P<block>\d+)_(?:(?P<index>\d)_(?P<kind>conv|bn)|sge)$")
+_BLOCK_LAYER = re.compile(
+    r"^conv(?P<stage>[2-5])_block(?P<block>\d+)_(?:(?P<index>\d)_(?P<kind>conv|bn)|sge)$"
+)
 
 
 def torch_module_path(layer_name):
@@ -41,7 +43,9 @@ def torch_module_path(layer_name):
     if match["index"] is None:
         return prefix + ".sge"
     if match["index"] == "0":
-        return prefix + (".downsample.0" if match["kind"] == "conv" else ".downsample.1")
+        return prefix + (
+            ".downsample.0" if match["kind"] == "conv" else ".downsample.1"
+        )
     return f"{prefix}.{match['kind']}{match['index']}"
 
 
@@ -79,7 +83,12 @@ def _parameters(layer):
     if isinstance(layer, keras.layers.Conv2D):
         return (("weight", _conv_kernel),)
     if isinstance(layer, keras.layers.BatchNormalization):
-        return (("weight", _identity), ("bias", _identity), ("running_mean", _identity), ("running_var", _identity))
+        return (
+            ("weight", _identity),
+            ("bias", _identity),
+            ("running_mean", _identity),
+            ("running_var", _identity),
+        )
     if isinstance(layer, SGE):
         return (("weight", _sge_vector), ("bias", _sge_vector))
     if isinstance(layer, keras.layers.Dense):
@@ -101,25 +110,38 @@ def weight_mapping(model):
             continue
         module = torch_module_path(layer.name)
         parameters = _parameters(layer)
-        if module is None or parameters is None or len(parameters) != len(layer.weights):
+        if (
+            module is None
+            or parameters is None
+            or len(parameters) != len(layer.weights)
+        ):
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) of model "
                 f"{model.name!r} has no counterpart in the reference PyTorch "
                 "network; only keras_sge.applications models can be converted."
             )
-        yield layer, [(f"{module}.{param}", to_keras) for param, to_keras in parameters]
+        yield (
+            layer,
+            [(f"{module}.{param}", to_keras) for param, to_keras in parameters],
+        )
 
 
-def _mismatch_report(model, missing, unexpected, mismatched, state_dict, source):
+def _mismatch_report(
+    model, missing, unexpected, mismatched, state_dict, source
+):
     def listing(keys):
         shown = ", ".join(keys[:12])
         return shown + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
 
     parts = [f"Cannot load the {source} into model {model.name!r}:"]
     if missing:
-        parts.append(f"missing keys (the model needs them, the checkpoint lacks them): {listing(missing)}.")
+        parts.append(
+            f"missing keys (the model needs them, the checkpoint lacks them): {listing(missing)}."
+        )
     if unexpected:
-        parts.append(f"unexpected keys (in the checkpoint, not in the model): {listing(unexpected)}.")
+        parts.append(
+            f"unexpected keys (in the checkpoint, not in the model): {listing(unexpected)}."
+        )
     if mismatched:
         parts.append("shape mismatches: " + listing(mismatched) + ".")
     found = describe_state_dict(state_dict)
@@ -128,7 +150,9 @@ def _mismatch_report(model, missing, unexpected, mismatched, state_dict, source)
     return " ".join(parts)
 
 
-def set_weights_from_state_dict(model, state_dict, source="checkpoint", progress=None):
+def set_weights_from_state_dict(
+    model, state_dict, source="checkpoint", progress=None
+):
     """Assigns a reference state_dict to a keras_sge.applications model.
 
     Every key is checked before any weight is set: missing keys, unexpected
@@ -155,7 +179,9 @@ def set_weights_from_state_dict(model, state_dict, source="checkpoint", progress
                 continue
             expected = torch_shape(tuple(variable.shape), to_keras)
             if tuple(state_dict[key].shape) != expected:
-                mismatched.append(f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {expected}")
+                mismatched.append(
+                    f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {expected}"
+                )
                 continue
             values.append(to_keras(state_dict[key]))
         assignments.append((layer, values))
@@ -169,7 +195,11 @@ def set_weights_from_state_dict(model, state_dict, source="checkpoint", progress
         and (has_classifier or not key.startswith("fc."))
     ]
     if missing or unexpected or mismatched:
-        raise ValueError(_mismatch_report(model, missing, unexpected, mismatched, state_dict, source))
+        raise ValueError(
+            _mismatch_report(
+                model, missing, unexpected, mismatched, state_dict, source
+            )
+        )
     for count, (layer, values) in enumerate(assignments, 1):
         layer.set_weights(values)
         if progress is not None:

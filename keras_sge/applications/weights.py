@@ -69,9 +69,15 @@ class WeightsFile:
         """Loads the file into `model`; see `load_weights`."""
         _check_classifier(model, self.classes, self.path)
         if not self.is_keras:
-            torch_mapping.set_weights_from_state_dict(model, self.state_dict, source=f"checkpoint {self.path!r}")
+            torch_mapping.set_weights_from_state_dict(
+                model, self.state_dict, source=f"checkpoint {self.path!r}"
+            )
             return
-        if model_classes(model) is None and self.classes is not None and with_classifier is not None:
+        if (
+            model_classes(model) is None
+            and self.classes is not None
+            and with_classifier is not None
+        ):
             source = with_classifier(self.classes)
             _load_keras_file(source, self.path)
             transfer_weights(source, model)
@@ -98,7 +104,9 @@ def load_weights(model, weights, with_classifier=None):
         ValueError: `weights` is not an existing file, or the file does not
             fit the model (the message names the keys).
     """
-    weights = weights if isinstance(weights, WeightsFile) else WeightsFile(weights)
+    weights = (
+        weights if isinstance(weights, WeightsFile) else WeightsFile(weights)
+    )
     weights.load_into(model, with_classifier)
 
 
@@ -135,7 +143,11 @@ def _check_file(weights):
 
 def _check_classifier(model, file_classes, path):
     classes = model_classes(model)
-    if classes is not None and file_classes is not None and classes != file_classes:
+    if (
+        classes is not None
+        and file_classes is not None
+        and classes != file_classes
+    ):
         raise ValueError(
             f"The weights in {path!r} have a {file_classes}-class classifier; the model has "
             f"{classes} classes. To fine-tune on your own classes, build the model with "
@@ -146,7 +158,9 @@ def _check_classifier(model, file_classes, path):
 
 
 def _state_dict_classes(state_dict):
-    return state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else None
+    return (
+        state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else None
+    )
 
 
 def _keras_file_classes(path):
@@ -168,7 +182,11 @@ def _dense_width(file):
             return None
 
         def visit(name, node):
-            if isinstance(node, h5py.Dataset) and name.endswith("vars/0") and node.ndim == 2:
+            if (
+                isinstance(node, h5py.Dataset)
+                and name.endswith("vars/0")
+                and node.ndim == 2
+            ):
                 widths.append(node.shape[1])
 
         weights["layers"].visititems(visit)
@@ -207,9 +225,14 @@ def _weights_file_of(path, scratch):
 def _is_legacy_layout(model, path):
     if not any(isinstance(layer, SGEResidual) for layer in model.layers):
         return False
-    with tempfile.TemporaryDirectory() as scratch, h5py.File(_weights_file_of(path, scratch), "r") as f:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        h5py.File(_weights_file_of(path, scratch), "r") as f,
+    ):
         groups = set(f["layers"]) if "layers" in f else set()
-    return any(_LEGACY_SGE_GROUP.match(g) for g in groups) and not any(g.startswith("sge_residual") for g in groups)
+    return any(_LEGACY_SGE_GROUP.match(g) for g in groups) and not any(
+        g.startswith("sge_residual") for g in groups
+    )
 
 
 def _modernised_copy(path, scratch):

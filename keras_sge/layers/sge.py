@@ -184,15 +184,19 @@ class SGE(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         self._refuse_integer_litert_export()
-        return sge_ops.sge_output(inputs, *self._sge_arguments(), training=training)
+        return sge_ops.sge_output(
+            inputs, *self._sge_arguments(), training=training
+        )
 
     def _refuse_integer_litert_export(self):
         if sge_ops.integer_litert_export_in_progress():
             raise ValueError(
-                f"SGE layer {self.name!r} cannot be quantized to full integer: int8 rounds the standard "
-                "deviation it divides by to zero and LiteRT's DIV then fails. Use "
-                "keras_sge.litert.export_integer(model, filepath, representative_dataset), which keeps SGE "
-                "in float, or drop `representative_dataset` for dynamic-range quantization."
+                f"SGE layer {self.name!r} cannot be quantized to full integer: "
+                "int8 rounds the standard deviation it divides by to zero and "
+                "LiteRT's DIV then fails. Use "
+                "keras_sge.litert.export_integer(model, filepath, "
+                "representative_dataset), which keeps SGE in float, or drop "
+                "`representative_dataset` for dynamic-range quantization."
             )
 
     def gate(self, inputs):
@@ -213,7 +217,10 @@ class SGE(keras.layers.Layer):
 
     def _sge_arguments(self):
         """(gamma, beta, groups, epsilon, data_format), as sge_ops takes them."""
-        gamma, beta = ops.convert_to_tensor(self.gamma), ops.convert_to_tensor(self.beta)
+        gamma, beta = (
+            ops.convert_to_tensor(self.gamma),
+            ops.convert_to_tensor(self.beta),
+        )
         return gamma, beta, self.groups, self.epsilon, self.data_format
 
     def compute_output_shape(self, input_shape):
@@ -226,13 +233,22 @@ class SGE(keras.layers.Layer):
                 "groups": self.groups,
                 "epsilon": self.epsilon,
                 "data_format": self.data_format,
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "beta_initializer": initializers.serialize(self.beta_initializer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_constraint": constraints.serialize(self.gamma_constraint),
+                "gamma_initializer": initializers.serialize(
+                    self.gamma_initializer
+                ),
+                "beta_initializer": initializers.serialize(
+                    self.beta_initializer
+                ),
+                "gamma_regularizer": regularizers.serialize(
+                    self.gamma_regularizer
+                ),
+                "beta_regularizer": regularizers.serialize(
+                    self.beta_regularizer
+                ),
+                "gamma_constraint": constraints.serialize(
+                    self.gamma_constraint
+                ),
                 "beta_constraint": constraints.serialize(self.beta_constraint),
             }
         )
         return config
-

@@ -72,7 +72,9 @@ def set_compilation(enabled):
     """
     global _COMPILE
     if not isinstance(enabled, bool):
-        raise ValueError(f"`enabled` must be True or False. Received: enabled={enabled!r}")
+        raise ValueError(
+            f"`enabled` must be True or False. Received: enabled={enabled!r}"
+        )
     previous = _COMPILE
     _COMPILE = enabled
     return previous
@@ -126,7 +128,9 @@ def _inside_keras_step():
     frame = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_name.removeprefix("tf__")
-        if name in _KERAS_STEP_METHODS and isinstance(frame.f_locals.get("self"), keras.Model):
+        if name in _KERAS_STEP_METHODS and isinstance(
+            frame.f_locals.get("self"), keras.Model
+        ):
             return True
         frame = frame.f_back
     return False
@@ -145,13 +149,18 @@ def integer_litert_export_in_progress():
         return False
     import tensorflow as tf
 
-    if tf.executing_eagerly():  # exports trace graphs; eager calls skip the stack walk
+    if (
+        tf.executing_eagerly()
+    ):  # exports trace graphs; eager calls skip the stack walk
         return False
     frame = sys._getframe(1)
     while frame is not None:
         exporter = frame.f_locals.get("self")
         if type(exporter).__name__ == "LiteRTExporter":
-            return getattr(exporter, "kwargs", {}).get("representative_dataset") is not None
+            return (
+                getattr(exporter, "kwargs", {}).get("representative_dataset")
+                is not None
+            )
         frame = frame.f_back
     return False
 
@@ -187,9 +196,19 @@ class _Layout:
 
     def unflatten_gate(self, gate, input_shape):
         if self.channels_last:
-            shape = (input_shape[0], input_shape[1], input_shape[2], self.groups)
+            shape = (
+                input_shape[0],
+                input_shape[1],
+                input_shape[2],
+                self.groups,
+            )
         else:
-            shape = (input_shape[0], self.groups, input_shape[2], input_shape[3])
+            shape = (
+                input_shape[0],
+                self.groups,
+                input_shape[2],
+                input_shape[3],
+            )
         return ops.reshape(gate, shape)
 
 
@@ -219,7 +238,9 @@ def _similarity_stats(grouped, layout):
     centered = similarity - similarity_mean
     axis = layout.stat_pos
     dof = _dof(similarity, axis)
-    std = ops.sqrt(ops.sum(ops.square(centered), axis=axis, keepdims=True) / dof)
+    std = ops.sqrt(
+        ops.sum(ops.square(centered), axis=axis, keepdims=True) / dof
+    )
     return centered, std, mean_feature
 
 
@@ -234,7 +255,9 @@ def _gate_from_stats(centered, std, gamma, beta, layout, epsilon):
     """(gate, normalized map, 1 / (std + eps)): elementwise, fusable."""
     inv_std = 1.0 / (std + epsilon)
     normalized = centered * inv_std
-    gate = ops.sigmoid(normalized * layout.per_group(gamma) + layout.per_group(beta))
+    gate = ops.sigmoid(
+        normalized * layout.per_group(gamma) + layout.per_group(beta)
+    )
     return gate, normalized, inv_std
 
 
@@ -261,7 +284,9 @@ def _forward(x, gamma, beta, layout, epsilon):
     return output, centered, std, mean_feature
 
 
-def _backward(upstream, x, gamma, beta, centered, std, mean_feature, layout, epsilon):
+def _backward(
+    upstream, x, gamma, beta, centered, std, mean_feature, layout, epsilon
+):
     """The vector-Jacobian product of `_forward`'s output.
 
     With s the gate, z the normalised map, d the centred similarity map,
@@ -278,7 +303,9 @@ def _backward(upstream, x, gamma, beta, centered, std, mean_feature, layout, eps
         dx      = dy * s + dc * g + dg / P
     """
     axis = layout.stat_pos
-    gate, normalized, inv_std = _gate_from_stats(centered, std, gamma, beta, layout, epsilon)
+    gate, normalized, inv_std = _gate_from_stats(
+        centered, std, gamma, beta, layout, epsilon
+    )
     x32 = _to_stats(layout.split(x))
     dy32 = _to_stats(layout.split(upstream))
     # Pass 1: <dy, x> over the group's channels.
@@ -289,7 +316,9 @@ def _backward(upstream, x, gamma, beta, centered, std, mean_feature, layout, eps
     dbeta = ops.sum(dlogit, axis=reduce_axes)
     dnormalized = dlogit * layout.per_group(gamma)
     dof = _dof(centered, axis)
-    dstd = -ops.sum(dnormalized * centered, axis=axis, keepdims=True) * ops.square(inv_std)
+    dstd = -ops.sum(
+        dnormalized * centered, axis=axis, keepdims=True
+    ) * ops.square(inv_std)
     safe_std = ops.where(std > 0, std, 1.0)
     dcentered_scale = ops.where(std > 0, dstd / (dof * safe_std), 0.0)
     dcentered = dnormalized * inv_std + centered * dcentered_scale
@@ -311,12 +340,25 @@ def _forward_residual(x, shortcut, gamma, beta, layout, epsilon):
     residual add and the ReLU one pass (read x and the shortcut, write the
     output) instead of three full-size kernels.
     """
-    gated, centered, std, mean_feature = _forward(x, gamma, beta, layout, epsilon)
+    gated, centered, std, mean_feature = _forward(
+        x, gamma, beta, layout, epsilon
+    )
     output = ops.relu(shortcut + gated)
     return output, centered, std, mean_feature
 
 
-def _backward_residual(upstream, output, x, gamma, beta, centered, std, mean_feature, layout, epsilon):
+def _backward_residual(
+    upstream,
+    output,
+    x,
+    gamma,
+    beta,
+    centered,
+    std,
+    mean_feature,
+    layout,
+    epsilon,
+):
     """The VJP of `_forward_residual`: (dx, dshortcut, dgamma, dbeta).
 
     The ReLU passes the upstream gradient where the output is positive (the
@@ -325,7 +367,9 @@ def _backward_residual(upstream, output, x, gamma, beta, centered, std, mean_fea
     shortcut and SGE's output, whose VJP is `_backward`.
     """
     masked = ops.where(output > 0, upstream, ops.zeros_like(upstream))
-    dx, dgamma, dbeta = _backward(masked, x, gamma, beta, centered, std, mean_feature, layout, epsilon)
+    dx, dgamma, dbeta = _backward(
+        masked, x, gamma, beta, centered, std, mean_feature, layout, epsilon
+    )
     return dx, masked, dgamma, dbeta
 
 
@@ -344,7 +388,17 @@ def _compiled(groups, channels_last, epsilon, channels, compile_):
         return _forward(x, gamma, beta, layout, epsilon)
 
     def backward(upstream, x, gamma, beta, centered, std, mean_feature):
-        return _backward(upstream, x, gamma, beta, centered, std, mean_feature, layout, epsilon)
+        return _backward(
+            upstream,
+            x,
+            gamma,
+            beta,
+            centered,
+            std,
+            mean_feature,
+            layout,
+            epsilon,
+        )
 
     def gate(x, gamma, beta):
         return _gate(x, gamma, beta, layout, epsilon)
@@ -352,16 +406,33 @@ def _compiled(groups, channels_last, epsilon, channels, compile_):
     def forward_residual(x, shortcut, gamma, beta):
         return _forward_residual(x, shortcut, gamma, beta, layout, epsilon)
 
-    def backward_residual(upstream, output, x, gamma, beta, centered, std, mean_feature):
-        return _backward_residual(upstream, output, x, gamma, beta, centered, std, mean_feature, layout, epsilon)
+    def backward_residual(
+        upstream, output, x, gamma, beta, centered, std, mean_feature
+    ):
+        return _backward_residual(
+            upstream,
+            output,
+            x,
+            gamma,
+            beta,
+            centered,
+            std,
+            mean_feature,
+            layout,
+            epsilon,
+        )
 
-    functions = _Functions(layout, forward, backward, gate, forward_residual, backward_residual)
+    functions = _Functions(
+        layout, forward, backward, gate, forward_residual, backward_residual
+    )
     backend = keras.backend.backend()
     if compile_ and backend == "tensorflow":
         import tensorflow as tf
 
         def xla(fn):
-            return tf.function(fn, jit_compile=True, reduce_retracing=True, autograph=False)
+            return tf.function(
+                fn, jit_compile=True, reduce_retracing=True, autograph=False
+            )
 
         functions = functions.map(xla)
     elif compile_ and backend == "jax":
@@ -374,15 +445,35 @@ def _compiled(groups, channels_last, epsilon, channels, compile_):
 class _Functions:
     """One configuration's functions: layout, forward/backward, gate, fused."""
 
-    def __init__(self, layout, forward, backward, gate, forward_residual, backward_residual):
+    def __init__(
+        self,
+        layout,
+        forward,
+        backward,
+        gate,
+        forward_residual,
+        backward_residual,
+    ):
         self.layout = layout
         self.forward, self.backward, self.gate = forward, backward, gate
-        self.forward_residual, self.backward_residual = forward_residual, backward_residual
+        self.forward_residual, self.backward_residual = (
+            forward_residual,
+            backward_residual,
+        )
 
     def map(self, wrap):
         return _Functions(
             self.layout,
-            *(wrap(fn) for fn in (self.forward, self.backward, self.gate, self.forward_residual, self.backward_residual)),
+            *(
+                wrap(fn)
+                for fn in (
+                    self.forward,
+                    self.backward,
+                    self.gate,
+                    self.forward_residual,
+                    self.backward_residual,
+                )
+            ),
         )
 
 
@@ -403,10 +494,24 @@ def _read(weight):
 def _functions(x, groups, data_format, epsilon, training):
     channels_last = data_format == "channels_last"
     channels = x.shape[-1 if channels_last else 1]
-    return _compiled(groups, channels_last, float(epsilon), channels, _use_compiled_functions(training))
+    return _compiled(
+        groups,
+        channels_last,
+        float(epsilon),
+        channels,
+        _use_compiled_functions(training),
+    )
 
 
-def sge_output(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last", training=None):
+def sge_output(
+    x,
+    gamma,
+    beta,
+    groups,
+    epsilon=1e-5,
+    data_format="channels_last",
+    training=None,
+):
     """SGE's output `x * gate`, in x's dtype, with the custom gradient.
 
     Args:
@@ -434,7 +539,16 @@ def sge_output(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
     return _sge(x, gamma, beta)
 
 
-def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_format="channels_last", training=None):
+def sge_residual_relu(
+    x,
+    shortcut,
+    gamma,
+    beta,
+    groups,
+    epsilon=1e-5,
+    data_format="channels_last",
+    training=None,
+):
     """`relu(shortcut + sge_output(x, ...))` in one compiled function.
 
     A residual block's SGE -> add -> ReLU: the gate multiply, the add and
@@ -459,22 +573,33 @@ def sge_residual_relu(x, shortcut, gamma, beta, groups, epsilon=1e-5, data_forma
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return fns.backward_residual(upstream, output, x, gamma, beta, *saved)
+            return fns.backward_residual(
+                upstream, output, x, gamma, beta, *saved
+            )
 
         return output, grad
 
     return _fused(x, shortcut, gamma, beta)
 
 
-def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last", training=None):
+def sge_gate(
+    x,
+    gamma,
+    beta,
+    groups,
+    epsilon=1e-5,
+    data_format="channels_last",
+    training=None,
+):
     """The float32 gate, (N, H, W, G) / (N, G, H, W), `sge_output` uses."""
     fns = _functions(x, groups, data_format, epsilon, training)
     gate = fns.gate(x, _read(gamma), _read(beta))
     return fns.layout.unflatten_gate(gate, ops.shape(x))
 
 
-def sge_output_autodiff(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+def sge_output_autodiff(
+    x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
+):
     """The same output through plain ops and autodiff (tests, benchmarks)."""
     layout = _Layout(groups, data_format == "channels_last")
     return _forward(x, gamma, beta, layout, float(epsilon))[0]
-

@@ -43,14 +43,18 @@ class SGEResidual(SGE):
     def call(self, inputs, shortcut, training=None):
         self._refuse_integer_litert_export()
         shortcut = ops.convert_to_tensor(shortcut)
-        if None not in tuple(shortcut.shape) + tuple(inputs.shape) and tuple(shortcut.shape) != tuple(inputs.shape):
+        if None not in tuple(shortcut.shape) + tuple(inputs.shape) and tuple(
+            shortcut.shape
+        ) != tuple(inputs.shape):
             raise ValueError(
                 "`shortcut` must have the shape of the input. Received: "
                 f"inputs.shape={tuple(inputs.shape)}, shortcut.shape={tuple(shortcut.shape)}"
             )
         if shortcut.dtype != inputs.dtype:
             shortcut = ops.cast(shortcut, inputs.dtype)
-        return sge_ops.sge_residual_relu(inputs, shortcut, *self._sge_arguments(), training=training)
+        return sge_ops.sge_residual_relu(
+            inputs, shortcut, *self._sge_arguments(), training=training
+        )
 
     def compute_output_shape(self, inputs_shape, shortcut_shape=None):
         return tuple(inputs_shape)

@@ -66,9 +66,15 @@ class SqueezeExcite(keras.layers.Layer):
             )
         channels = input_shape[self.channel_axis]
         hidden = max(channels // self.reduction, 1)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self.channel_axis: channels})
-        self.squeeze_kernel, self.squeeze_bias = self._linear("squeeze", channels, hidden)
-        self.excite_kernel, self.excite_bias = self._linear("excite", hidden, channels)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=4, axes={self.channel_axis: channels}
+        )
+        self.squeeze_kernel, self.squeeze_bias = self._linear(
+            "squeeze", channels, hidden
+        )
+        self.excite_kernel, self.excite_bias = self._linear(
+            "excite", hidden, channels
+        )
 
     def _linear(self, name, fan_in, units):
         # torch's nn.Linear init: kernel and bias uniform in +-1/sqrt(fan_in).
@@ -76,7 +82,9 @@ class SqueezeExcite(keras.layers.Layer):
         kernel = self.add_weight(
             shape=(fan_in, units),
             name=f"{name}_kernel",
-            initializer=initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
+            initializer=initializers.VarianceScaling(
+                1.0 / 3.0, mode="fan_in", distribution="uniform"
+            ),
             dtype=_STATS_DTYPE,
             autocast=False,
         )
@@ -92,9 +100,15 @@ class SqueezeExcite(keras.layers.Layer):
     def call(self, inputs):
         spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
         squeezed = ops.mean(ops.cast(inputs, _STATS_DTYPE), axis=spatial_axes)
-        hidden = ops.relu(ops.matmul(squeezed, self.squeeze_kernel) + self.squeeze_bias)
-        gate = ops.sigmoid(ops.matmul(hidden, self.excite_kernel) + self.excite_bias)
-        gate = ops.expand_dims(ops.expand_dims(gate, spatial_axes[0]), spatial_axes[1])
+        hidden = ops.relu(
+            ops.matmul(squeezed, self.squeeze_kernel) + self.squeeze_bias
+        )
+        gate = ops.sigmoid(
+            ops.matmul(hidden, self.excite_kernel) + self.excite_bias
+        )
+        gate = ops.expand_dims(
+            ops.expand_dims(gate, spatial_axes[0]), spatial_axes[1]
+        )
         return inputs * ops.cast(gate, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -102,5 +116,7 @@ class SqueezeExcite(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"reduction": self.reduction, "data_format": self.data_format})
+        config.update(
+            {"reduction": self.reduction, "data_format": self.data_format}
+        )
         return config

@@ -48,9 +48,15 @@ def sge_forward(x_nchw, gamma, beta, groups):
 
     layer = SpatialGroupEnhance(groups)
     with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(np.asarray(gamma, "float32")).view(1, groups, 1, 1))
-        layer.bias.copy_(torch.from_numpy(np.asarray(beta, "float32")).view(1, groups, 1, 1))
-        return layer(torch.from_numpy(np.ascontiguousarray(x_nchw, "float32"))).numpy()
+        layer.weight.copy_(
+            torch.from_numpy(np.asarray(gamma, "float32")).view(1, groups, 1, 1)
+        )
+        layer.bias.copy_(
+            torch.from_numpy(np.asarray(beta, "float32")).view(1, groups, 1, 1)
+        )
+        return layer(
+            torch.from_numpy(np.ascontiguousarray(x_nchw, "float32"))
+        ).numpy()
 
 
 # ---------------------------------------------------------------------------
@@ -64,12 +70,21 @@ def sge_forward(x_nchw, gamma, beta, groups):
 
 def conv3x3(in_planes, out_planes, stride=1):
     """3x3 convolution, padding 1, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    return nn.Conv2d(
+        in_planes,
+        out_planes,
+        kernel_size=3,
+        stride=stride,
+        padding=1,
+        bias=False,
+    )
 
 
 def conv1x1(in_planes, out_planes, stride=1):
     """1x1 convolution, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+    return nn.Conv2d(
+        in_planes, out_planes, kernel_size=1, stride=stride, bias=False
+    )
 
 
 class BasicBlock(nn.Module):
@@ -136,11 +151,20 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool), four stages, avgpool, fc."""
 
-    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=64):
+    def __init__(
+        self,
+        block,
+        layers,
+        num_classes=1000,
+        zero_init_residual=False,
+        groups=64,
+    ):
         super().__init__()
         self.inplanes = 64
         self.groups = groups
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(
+            3, 64, kernel_size=7, stride=2, padding=3, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -153,7 +177,9 @@ class ResNet(nn.Module):
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(
+                    m.weight, mode="fan_out", nonlinearity="relu"
+                )
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
@@ -171,7 +197,9 @@ class ResNet(nn.Module):
                 conv1x1(self.inplanes, planes * block.expansion, stride),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, groups=self.groups)]
+        layers = [
+            block(self.inplanes, planes, stride, downsample, groups=self.groups)
+        ]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
             layers.append(block(self.inplanes, planes, groups=self.groups))

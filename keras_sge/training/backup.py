@@ -48,7 +48,9 @@ class Backup:
         self.statistics = statistics
         self.directory = os.path.join(directory, _worker_name(strategy))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
+        self.best = tf.Variable(
+            -math.inf, dtype=tf.float64, trainable=False, name="best"
+        )
         # Variables listed in a fixed order rather than the model object:
         # tracking the model would also save its metrics' state.
         self._checkpoint = tf.train.Checkpoint(
@@ -57,7 +59,9 @@ class Backup:
             step=self.step,
             best=self.best,
         )
-        self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory, max_to_keep=max(2, max_to_keep))
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, self.directory, max_to_keep=max(2, max_to_keep)
+        )
 
     def save(self, step):
         self.statistics.average()
@@ -74,14 +78,18 @@ class Backup:
         step = max(available, default=0)
         if distribute.is_multi_worker(self.strategy):
             step = _min_across_workers(self.strategy, step)
-        for candidate in sorted((s for s in available if s <= step), reverse=True):
+        for candidate in sorted(
+            (s for s in available if s <= step), reverse=True
+        ):
             try:
                 self._checkpoint.restore(available[candidate]).assert_consumed()
                 return candidate
             except (tf.errors.OpError, AssertionError, ValueError) as error:
                 if distribute.is_multi_worker(self.strategy):
                     raise  # Falling back alone would desynchronise the workers.
-                print(f"Skipping unreadable backup {available[candidate]}: {error}")
+                print(
+                    f"Skipping unreadable backup {available[candidate]}: {error}"
+                )
         return 0
 
 
@@ -109,7 +117,14 @@ class BackupCallback(keras.callbacks.Callback):
             does not know its peers have (None if none).
     """
 
-    def __init__(self, backup, start_step, save_steps, steps_per_epoch, monitor="val_accuracy"):
+    def __init__(
+        self,
+        backup,
+        start_step,
+        save_steps,
+        steps_per_epoch,
+        monitor="val_accuracy",
+    ):
         super().__init__()
         self.backup = backup
         self.step = start_step
@@ -122,7 +137,10 @@ class BackupCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         self._confirm()
-        if self.step % self.save_steps == 0 and self.step % self.steps_per_epoch:
+        if (
+            self.step % self.save_steps == 0
+            and self.step % self.steps_per_epoch
+        ):
             self._save()
 
     def on_test_end(self, logs=None):
@@ -141,7 +159,10 @@ class BackupCallback(keras.callbacks.Callback):
 
     def _confirm(self):
         if self.unconfirmed_step is not None:
-            self.common_step, self.unconfirmed_step = self.unconfirmed_step, None
+            self.common_step, self.unconfirmed_step = (
+                self.unconfirmed_step,
+                None,
+            )
 
 
 def _worker_name(strategy):

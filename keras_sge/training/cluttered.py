@@ -98,11 +98,26 @@ def upscaled_digits(size):
 
     digits = datasets.load_digits()
     zoom = size / digits.images.shape[-1]
-    gray = ndimage.zoom(digits.images * (255.0 / 16.0), (1, zoom, zoom), order=1, grid_mode=True, mode="nearest")
-    return np.clip(np.round(gray), 0, 255).astype("uint8"), digits.target.astype("int32")
+    gray = ndimage.zoom(
+        digits.images * (255.0 / 16.0),
+        (1, zoom, zoom),
+        order=1,
+        grid_mode=True,
+        mode="nearest",
+    )
+    return np.clip(np.round(gray), 0, 255).astype(
+        "uint8"
+    ), digits.target.astype("int32")
 
 
-def load_cluttered_digits(image_size=32, train_images=6000, val_images=2000, clutter=6, val_fraction=0.2, seed=0):
+def load_cluttered_digits(
+    image_size=32,
+    train_images=6000,
+    val_images=2000,
+    clutter=6,
+    val_fraction=0.2,
+    seed=0,
+):
     """Cluttered digits as an `ImageData` of `ClutteredSplit`s.
 
     Args:
@@ -123,36 +138,83 @@ def load_cluttered_digits(image_size=32, train_images=6000, val_images=2000, clu
     """
     from sklearn import model_selection
 
-    _check_arguments(image_size, train_images, val_images, clutter, val_fraction)
+    _check_arguments(
+        image_size, train_images, val_images, clutter, val_fraction
+    )
     patches, labels = upscaled_digits(digit_size(image_size))
     train, val = model_selection.train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels
+        np.arange(len(labels)),
+        test_size=val_fraction,
+        random_state=seed,
+        stratify=labels,
     )
     # One generator per split, so that the val set does not change with
     # the number of training images.
     splits = [
-        _make_split(patches, labels, pool, count, image_size, clutter, np.random.default_rng([seed, index]))
-        for index, (pool, count) in enumerate(((train, train_images), (val, val_images)))
+        _make_split(
+            patches,
+            labels,
+            pool,
+            count,
+            image_size,
+            clutter,
+            np.random.default_rng([seed, index]),
+        )
+        for index, (pool, count) in enumerate(
+            ((train, train_images), (val, val_images))
+        )
     ]
     return ImageData(
-        name=f"cluttered digits (scikit-learn digits, embedded; {image_size}x{image_size}, {clutter} fragments)",
+        name=(
+            "cluttered digits (scikit-learn digits, embedded; "
+            f"{image_size}x{image_size}, {clutter} fragments)"
+        ),
         train=splits[0],
         val=splits[1],
         class_names=tuple(str(digit) for digit in range(10)),
     )
 
 
-def _check_arguments(image_size, train_images, val_images, clutter, val_fraction):
+def _check_arguments(
+    image_size, train_images, val_images, clutter, val_fraction
+):
     checks = [
-        (image_size, "image_size", lambda v: isinstance(v, int) and v >= MIN_IMAGE_SIZE, f"an integer >= {MIN_IMAGE_SIZE}"),
-        (train_images, "train_images", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
-        (val_images, "val_images", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
-        (clutter, "clutter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        (val_fraction, "val_fraction", lambda v: 0.05 <= v <= 0.5, "in [0.05, 0.5]"),
+        (
+            image_size,
+            "image_size",
+            lambda v: isinstance(v, int) and v >= MIN_IMAGE_SIZE,
+            f"an integer >= {MIN_IMAGE_SIZE}",
+        ),
+        (
+            train_images,
+            "train_images",
+            lambda v: isinstance(v, int) and v >= 1,
+            "a positive integer",
+        ),
+        (
+            val_images,
+            "val_images",
+            lambda v: isinstance(v, int) and v >= 1,
+            "a positive integer",
+        ),
+        (
+            clutter,
+            "clutter",
+            lambda v: isinstance(v, int) and v >= 0,
+            "an integer >= 0",
+        ),
+        (
+            val_fraction,
+            "val_fraction",
+            lambda v: 0.05 <= v <= 0.5,
+            "in [0.05, 0.5]",
+        ),
     ]
     for value, name, ok, expected in checks:
         if isinstance(value, bool) or not ok(value):
-            raise ValueError(f"cluttered digits: `{name}` must be {expected}. Received: {name}={value!r}")
+            raise ValueError(
+                f"cluttered digits: `{name}` must be {expected}. Received: {name}={value!r}"
+            )
 
 
 def _make_split(patches, labels, pool, count, image_size, clutter, rng):
@@ -164,7 +226,9 @@ def _make_split(patches, labels, pool, count, image_size, clutter, rng):
     for i, source in enumerate(sources):
         boxes[i] = _paste_digit(images[i], patches[source], rng)
         for k in range(clutter):
-            clutter_boxes[i, k] = _paste_fragment(images[i], patches, pool, source, boxes[i], rng)
+            clutter_boxes[i, k] = _paste_fragment(
+                images[i], patches, pool, source, boxes[i], rng
+            )
     return ClutteredSplit(
         labels=labels[sources],
         images=np.repeat(images[..., None], 3, axis=-1),
@@ -202,7 +266,9 @@ def _paste_digit(canvas, patch, rng):
 
 def _paste_fragment(canvas, patches, pool, source, digit_box, rng):
     """Pastes a crop of another digit outside `digit_box`; returns its box."""
-    fragment = _fragment(patches, pool, source, fragment_size(canvas.shape[0]), rng)
+    fragment = _fragment(
+        patches, pool, source, fragment_size(canvas.shape[0]), rng
+    )
     side, size = fragment.shape[0], canvas.shape[0]
     for _ in range(MAX_TRIES):
         top, left = rng.integers(0, size - side, endpoint=True, size=2)
@@ -212,7 +278,9 @@ def _paste_fragment(canvas, patches, pool, source, digit_box, rng):
             np.maximum(region, fragment, out=region)
             return box
     # Unreachable for image_size >= 24: a strip beside the digit always fits.
-    raise RuntimeError(f"no room for a {side}-pixel fragment outside the digit box {digit_box}")
+    raise RuntimeError(
+        f"no room for a {side}-pixel fragment outside the digit box {digit_box}"
+    )
 
 
 def _fragment(patches, pool, source, side, rng):
@@ -224,7 +292,9 @@ def _fragment(patches, pool, source, side, rng):
     patch = patches[other]
     least_ink = MIN_FRAGMENT_INK * patch.mean()
     for _ in range(MAX_TRIES):
-        top, left = rng.integers(0, patch.shape[0] - side, endpoint=True, size=2)
+        top, left = rng.integers(
+            0, patch.shape[0] - side, endpoint=True, size=2
+        )
         crop = patch[top : top + side, left : left + side]
         if crop.mean() >= least_ink:
             return crop
@@ -235,7 +305,9 @@ def _fragment(patches, pool, source, side, rng):
 def _central_crop(patch, side):
     rows, cols = np.nonzero(patch)
     top = int(np.clip(round(rows.mean()) - side // 2, 0, patch.shape[0] - side))
-    left = int(np.clip(round(cols.mean()) - side // 2, 0, patch.shape[1] - side))
+    left = int(
+        np.clip(round(cols.mean()) - side // 2, 0, patch.shape[1] - side)
+    )
     return patch[top : top + side, left : left + side]
 
 

@@ -97,16 +97,23 @@ class ImageData:
     def describe(self):
         return (
             f"{self.name}: {len(self.train)} train / {len(self.val)} val "
-            f"images, {len(self.class_names)} classes" + "".join(f"; {note}" for note in self.notes)
+            f"images, {len(self.class_names)} classes"
+            + "".join(f"; {note}" for note in self.notes)
         )
 
     def skipped_lines(self, limit=20):
         """Console lines naming the skipped files, the first `limit` of them."""
         if not self.skipped:
             return []
-        where = f", all listed in {self.report_path}" if self.report_path else ""
-        lines = [f"Skipping {len(self.skipped)} unreadable image file(s){where}:"]
-        lines += [f"  {path}: {reason}" for path, reason in self.skipped[:limit]]
+        where = (
+            f", all listed in {self.report_path}" if self.report_path else ""
+        )
+        lines = [
+            f"Skipping {len(self.skipped)} unreadable image file(s){where}:"
+        ]
+        lines += [
+            f"  {path}: {reason}" for path, reason in self.skipped[:limit]
+        ]
         if len(self.skipped) > limit:
             lines.append(f"  ... and {len(self.skipped) - limit} more")
         return lines
@@ -133,11 +140,22 @@ def load_digits(image_size=32, val_fraction=0.2, seed=0):
 
     digits = datasets.load_digits()
     zoom = image_size / digits.images.shape[-1]
-    gray = ndimage.zoom(digits.images * (255.0 / 16.0), (1, zoom, zoom), order=1, grid_mode=True, mode="nearest")
-    images = np.repeat(np.clip(np.round(gray), 0, 255).astype("uint8")[..., None], 3, axis=-1)
+    gray = ndimage.zoom(
+        digits.images * (255.0 / 16.0),
+        (1, zoom, zoom),
+        order=1,
+        grid_mode=True,
+        mode="nearest",
+    )
+    images = np.repeat(
+        np.clip(np.round(gray), 0, 255).astype("uint8")[..., None], 3, axis=-1
+    )
     labels = digits.target.astype("int32")
     train, val = model_selection.train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels
+        np.arange(len(labels)),
+        test_size=val_fraction,
+        random_state=seed,
+        stratify=labels,
     )
     return ImageData(
         name="digits (scikit-learn, embedded)",
@@ -147,7 +165,14 @@ def load_digits(image_size=32, val_fraction=0.2, seed=0):
     )
 
 
-def scan_image_folder(root, output_dir=None, bad_images="skip", max_bad_fraction=0.01, val_fraction=0.2, seed=0):
+def scan_image_folder(
+    root,
+    output_dir=None,
+    bad_images="skip",
+    max_bad_fraction=0.01,
+    val_fraction=0.2,
+    seed=0,
+):
     """Lists and checks an image folder, in either of two layouts.
 
     - ImageNet layout: `root/train/<class>/<image>` and
@@ -176,21 +201,36 @@ def scan_image_folder(root, output_dir=None, bad_images="skip", max_bad_fraction
             train does not have, an empty split, or unreadable files refused.
     """
     if bad_images not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
+        raise ValueError(
+            f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}"
+        )
     if not 0 <= max_bad_fraction <= 1:
-        raise DataError(f"the fraction of unreadable files to skip must be in [0, 1], got {max_bad_fraction}")
+        raise DataError(
+            f"the fraction of unreadable files to skip must be in [0, 1], got {max_bad_fraction}"
+        )
     if not os.path.isdir(root):
         raise DataError(f"data directory not found: {root}")
     class_names, splits, notes = _list_image_folder(root, val_fraction, seed)
     paths = splits["train"][0] + splits["val"][0]
-    converted_dir = os.path.join(output_dir, "converted") if output_dir else _temporary_converted_dir()
+    converted_dir = (
+        os.path.join(output_dir, "converted")
+        if output_dir
+        else _temporary_converted_dir()
+    )
     check = image_files.check_files(paths, root, converted_dir)
     report = _report_bad_files(check.bad, output_dir)
-    _enforce_bad_image_policy(check.bad, len(paths), root, report, bad_images, max_bad_fraction)
+    _enforce_bad_image_policy(
+        check.bad, len(paths), root, report, bad_images, max_bad_fraction
+    )
     if check.converted:
-        notes.append(f"{len(check.converted)} converted to PNG in {converted_dir}")
+        notes.append(
+            f"{len(check.converted)} converted to PNG in {converted_dir}"
+        )
     if check.bad:
-        notes.append(f"{len(check.bad)} unreadable skipped" + (f" (listed in {report})" if report else ""))
+        notes.append(
+            f"{len(check.bad)} unreadable skipped"
+            + (f" (listed in {report})" if report else "")
+        )
     num_train = len(splits["train"][0])
     train = _checked_split(splits["train"][1], check, slice(0, num_train))
     val = _checked_split(splits["val"][1], check, slice(num_train, len(paths)))
@@ -214,28 +254,44 @@ def _list_image_folder(root, val_fraction, seed):
     if os.path.isdir(os.path.join(root, "train")):
         class_names = _class_folders(os.path.join(root, "train"))
         splits = {
-            "train": _list_split(os.path.join(root, "train"), class_names, class_names),
-            "val": _list_split(os.path.join(root, "val"), _class_folders(os.path.join(root, "val")), class_names),
+            "train": _list_split(
+                os.path.join(root, "train"), class_names, class_names
+            ),
+            "val": _list_split(
+                os.path.join(root, "val"),
+                _class_folders(os.path.join(root, "val")),
+                class_names,
+            ),
         }
         return class_names, splits, []
     if not 0 < val_fraction < 1:
-        raise DataError(f"the validation fraction must be in (0, 1), got {val_fraction}")
+        raise DataError(
+            f"the validation fraction must be in (0, 1), got {val_fraction}"
+        )
     class_names = _class_folders(root, ignore_files=True)
     paths, labels = _list_split(root, class_names, class_names)
     splits = _split_per_class(paths, labels, class_names, val_fraction, seed)
-    return class_names, splits, [f"val: a seeded {val_fraction * 100:g}% of each class (seed {seed})"]
+    return (
+        class_names,
+        splits,
+        [f"val: a seeded {val_fraction * 100:g}% of each class (seed {seed})"],
+    )
 
 
 def _class_folders(split_dir, ignore_files=False):
     if not os.path.isdir(split_dir):
-        raise DataError(f"expected an ImageNet-layout folder, missing directory: {split_dir}")
+        raise DataError(
+            f"expected an ImageNet-layout folder, missing directory: {split_dir}"
+        )
     names, strays = [], []
     for entry in os.scandir(split_dir):
         if entry.name.startswith("."):
             continue
         (names if entry.is_dir() else strays).append(entry.name)
     if strays and not ignore_files:
-        raise DataError(f"expected only class folders in {split_dir}, found file: {sorted(strays)[0]}")
+        raise DataError(
+            f"expected only class folders in {split_dir}, found file: {sorted(strays)[0]}"
+        )
     if not names:
         raise DataError(f"no class folders in {split_dir}")
     return sorted(names)
@@ -246,14 +302,18 @@ def _list_split(split_dir, names, class_names):
     paths, labels = [], []
     for name in names:
         if name not in class_names:
-            raise DataError(f"class folder {os.path.join(split_dir, name)} has no counterpart in train/")
+            raise DataError(
+                f"class folder {os.path.join(split_dir, name)} has no counterpart in train/"
+            )
         files = sorted(
             entry.path
             for entry in os.scandir(os.path.join(split_dir, name))
             if not entry.name.startswith(".")
         )
         if not files:
-            raise DataError(f"empty class folder: {os.path.join(split_dir, name)}")
+            raise DataError(
+                f"empty class folder: {os.path.join(split_dir, name)}"
+            )
         paths += files
         labels += [class_names.index(name)] * len(files)
     return paths, labels
@@ -273,11 +333,17 @@ def _split_per_class(paths, labels, class_names, val_fraction, seed):
     for label, name in enumerate(class_names):
         members = np.flatnonzero(labels == label)
         count = len(members)
-        num_val = min(max(round(count * val_fraction), 1), count - 1) if count > 1 else 0
+        num_val = (
+            min(max(round(count * val_fraction), 1), count - 1)
+            if count > 1
+            else 0
+        )
         rng = np.random.default_rng([seed % 2**32, zlib.crc32(name.encode())])
         in_val[members[rng.permutation(count)[:num_val]]] = True
     if not in_val.any():
-        raise DataError("the validation split is empty: every class has a single image")
+        raise DataError(
+            "the validation split is empty: every class has a single image"
+        )
     return {
         "train": (paths[~in_val].tolist(), labels[~in_val].tolist()),
         "val": (paths[in_val].tolist(), labels[in_val].tolist()),
@@ -309,30 +375,39 @@ def _report_bad_files(bad, output_dir):
             os.remove(report)
         return None
     os.makedirs(output_dir, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=output_dir, prefix=".bad_images-", suffix=".txt")
+    fd, temporary = tempfile.mkstemp(
+        dir=output_dir, prefix=".bad_images-", suffix=".txt"
+    )
     with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.writelines(f"{path}\t{reason}\n" for path, reason in bad)
     os.replace(temporary, report)
     return report
 
 
-def _enforce_bad_image_policy(bad, total, root, report, policy, max_bad_fraction):
+def _enforce_bad_image_policy(
+    bad, total, root, report, policy, max_bad_fraction
+):
     """Raises DataError if the unreadable files must not be skipped."""
     if not bad:
         return
     path, reason = bad[0]
     where = f"; all listed in {report}" if report else ""
     if policy == "refuse":
-        raise DataError(f"{len(bad)} unreadable image file(s) in {root}, the first: {path} ({reason}){where}")
+        raise DataError(
+            f"{len(bad)} unreadable image file(s) in {root}, the first: {path} ({reason}){where}"
+        )
     if len(bad) > max_bad_fraction * total:
         raise DataError(
-            f"{len(bad)} of {total} files in {root} are unreadable ({len(bad) / total:.1%}), more than the "
+            f"{len(bad)} of {total} files in {root} are unreadable "
+            f"({len(bad) / total:.1%}), more than the "
             f"{max_bad_fraction:.1%} that may be skipped; the first: {path} ({reason}){where}"
         )
 
 
 def _temporary_converted_dir():
-    return os.path.join(tempfile.gettempdir(), f"keras_sge-converted-{os.getpid()}")
+    return os.path.join(
+        tempfile.gettempdir(), f"keras_sge-converted-{os.getpid()}"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -364,7 +439,9 @@ class Pipeline:
     flip: bool = True
     cache_bytes: int = 0
 
-    def train(self, split, input_context, global_batch, steps_per_epoch, start_step=0):
+    def train(
+        self, split, input_context, global_batch, steps_per_epoch, start_step=0
+    ):
         """The training stream of one input pipeline, from `start_step` on.
 
         Endless and batched per replica; see the module docstring for
@@ -384,9 +461,13 @@ class Pipeline:
         def load(position, index):
             seed = tf.stack([tf.constant(self.seed, tf.int64), position])
             image = self._augment(read(index), encoded, seed)
-            return preprocess_input(image), self._one_hot(tf.gather(labels, index))
+            return preprocess_input(image), self._one_hot(
+                tf.gather(labels, index)
+            )
 
-        stream = _stream(len(split), steps_per_epoch, global_batch, self.seed, start_step)
+        stream = _stream(
+            len(split), steps_per_epoch, global_batch, self.seed, start_step
+        )
         return (
             stream.filter(is_mine)
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -422,19 +503,36 @@ class Pipeline:
             image = read(index)
             if encoded:
                 image = decode(image)
-            return eval_image(image, self.image_size), self._one_hot(tf.gather(labels, index)), weight
+            return (
+                eval_image(image, self.image_size),
+                self._one_hot(tf.gather(labels, index)),
+                weight,
+            )
 
         dataset = (
             tf.data.Dataset.range(padded)
-            .shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            .shard(
+                input_context.num_input_pipelines,
+                input_context.input_pipeline_id,
+            )
             .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         )
         if encoded:
             # An image that fails to decode is dropped, and a weight-0 blank
             # at the end of the pass takes its place: every pass keeps its
             # number of batches on every replica.
-            shard_size = len(range(input_context.input_pipeline_id, padded, input_context.num_input_pipelines))
-            blank = (tf.zeros([self.image_size] * 2 + [3]), tf.zeros([self.num_classes]), tf.constant(0.0))
+            shard_size = len(
+                range(
+                    input_context.input_pipeline_id,
+                    padded,
+                    input_context.num_input_pipelines,
+                )
+            )
+            blank = (
+                tf.zeros([self.image_size] * 2 + [3]),
+                tf.zeros([self.num_classes]),
+                tf.constant(0.0),
+            )
             dataset = (
                 dataset.ignore_errors(log_warning=True)
                 .concatenate(tf.data.Dataset.from_tensors(blank).repeat())
@@ -442,14 +540,20 @@ class Pipeline:
             )
         if padded * self.image_size**2 * 3 * 4 <= self.cache_bytes:
             dataset = dataset.cache()
-        return dataset.batch(per_replica, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
+        return (
+            dataset.batch(per_replica, drop_remainder=True)
+            .repeat()
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
     def _one_hot(self, label):
         return tf.one_hot(label, self.num_classes)
 
     def _augment(self, image, encoded, seed):
         """Random-resized crop and flip, seeded statelessly by `seed`."""
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        crop_seed, flip_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 2)
+        )
         if self.crop_scale is None:
             image = decode(image) if encoded else image
         elif encoded:
@@ -457,13 +561,19 @@ class Pipeline:
                 tf.io.is_jpeg(image),
                 # Decoding only the crop window saves much of JPEG's cost.
                 lambda: tf.io.decode_and_crop_jpeg(
-                    image, self._crop_window(tf.io.extract_jpeg_shape(image), crop_seed), channels=3
+                    image,
+                    self._crop_window(
+                        tf.io.extract_jpeg_shape(image), crop_seed
+                    ),
+                    channels=3,
                 ),
                 lambda: self._crop(decode(image), crop_seed),
             )
         else:
             image = self._crop(image, crop_seed)
-        image = tf.image.resize(image, (self.image_size, self.image_size), antialias=True)
+        image = tf.image.resize(
+            image, (self.image_size, self.image_size), antialias=True
+        )
         if self.flip:
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return image
@@ -489,7 +599,9 @@ class Pipeline:
 
     def _crop(self, image, seed):
         window = self._crop_window(tf.shape(image), seed)
-        return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+        return tf.image.crop_to_bounding_box(
+            image, window[0], window[1], window[2], window[3]
+        )
 
     @staticmethod
     def _reader(split, cache_bytes):
@@ -539,10 +651,17 @@ def _stream(num_images, steps_per_epoch, global_batch, seed, start_step):
 
     def epoch(e):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_images, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), e])
+            tf.range(num_images, dtype=tf.int64),
+            seed=tf.stack([tf.constant(seed, tf.int64), e]),
         )
         positions = e * per_epoch + tf.range(per_epoch, dtype=tf.int64)
-        return tf.data.Dataset.from_tensor_slices((positions, order[:per_epoch]))
+        return tf.data.Dataset.from_tensor_slices(
+            (positions, order[:per_epoch])
+        )
 
     first_epoch, done = divmod(start_step, steps_per_epoch)
-    return tf.data.Dataset.counter(first_epoch).flat_map(epoch).skip(done * global_batch)
+    return (
+        tf.data.Dataset.counter(first_epoch)
+        .flat_map(epoch)
+        .skip(done * global_batch)
+    )

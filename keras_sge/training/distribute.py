@@ -66,7 +66,9 @@ def make_strategy(cpu_devices=0):
     if cluster_size() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_devices > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+        )
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
@@ -90,7 +92,9 @@ def describe(strategy):
         name = "default (no distribution)"
     else:
         name = type(strategy).__name__
-    line = f"Strategy: {name}, {strategy.num_replicas_in_sync} replica(s) in sync"
+    line = (
+        f"Strategy: {name}, {strategy.num_replicas_in_sync} replica(s) in sync"
+    )
     if is_multi_worker(strategy):
         line += f"; this is {task_name(strategy)} of {cluster_size()} tasks"
         line += " (chief)" if is_chief(strategy) else ""
@@ -148,7 +152,9 @@ class ReplicaStatistics:
             # In a replica, reading or assigning a variable without
             # aggregation touches that replica's own copy.
             local = [tf.identity(variable.value) for variable in self.variables]
-            means = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, local)
+            means = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.MEAN, local
+            )
             for variable, mean in zip(self.variables, means):
                 variable.value.assign(mean)
 
@@ -180,8 +186,13 @@ def describe_lost_peer(error, strategy):
     """The peers, other than this worker, that a collective's error names."""
     resolver = strategy.cluster_resolver
     here = f"/job:{resolver.task_type}/replica:0/task:{resolver.task_id}"
-    tasks = set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error))) - {here}
-    names = sorted(re.sub(r"/job:(\w+)/replica:\d+/task:(\d+)", r"\1 \2", task) for task in tasks)
+    tasks = set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error))) - {
+        here
+    }
+    names = sorted(
+        re.sub(r"/job:(\w+)/replica:\d+/task:(\d+)", r"\1 \2", task)
+        for task in tasks
+    )
     return " and ".join(names) if names else "a peer worker"
 
 
@@ -195,7 +206,9 @@ def end_run(strategy, status):
     """
     if not is_multi_worker(strategy):
         return status
-    tf_context.context().wait_at_barrier("keras_sge/end_run", FINISH_TIMEOUT * 1000)
+    tf_context.context().wait_at_barrier(
+        "keras_sge/end_run", FINISH_TIMEOUT * 1000
+    )
     exit_now(status)
 
 

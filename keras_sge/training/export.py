@@ -35,18 +35,30 @@ class ServingModule(tf.Module):
         # loader needs, plus the variables, tracked (hence saved) as a list.
         object.__setattr__(self, "_model", model)
         self.model_variables = list(model.variables)
-        self.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
+        self.class_names = tf.Variable(
+            list(class_names), trainable=False, name="class_names"
+        )
         self.image_size = image_size
         self.top_k = min(5, len(class_names))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name="images")]
+    )
     def serve_encoded(self, images):
         size = self.image_size
         spec = tf.TensorSpec([size, size, 3], tf.float32)
-        batch = tf.map_fn(lambda image: data.eval_image(data.decode(image), size), images, fn_output_signature=spec)
+        batch = tf.map_fn(
+            lambda image: data.eval_image(data.decode(image), size),
+            images,
+            fn_output_signature=spec,
+        )
         return self._predict(batch)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+        ]
+    )
     def serve_uint8(self, images):
         return self._predict(data.eval_image(images, self.image_size))
 

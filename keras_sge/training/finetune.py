@@ -33,7 +33,11 @@ def load_pretrained(model, path, build_like):
         A one-line description of what was loaded and what is new.
     """
     classes = weights_lib.model_classes(model)
-    weights = path if isinstance(path, weights_lib.WeightsFile) else weights_lib.WeightsFile(path)
+    weights = (
+        path
+        if isinstance(path, weights_lib.WeightsFile)
+        else weights_lib.WeightsFile(path)
+    )
     file_classes = weights.classes
     if file_classes == classes:
         weights_lib.load_weights(model, weights)
@@ -41,9 +45,14 @@ def load_pretrained(model, path, build_like):
     source = build_like(file_classes)
     weights_lib.load_weights(source, weights)
     loaded = weights_lib.transfer_weights(source, model, skip=(CLASSIFIER,))
-    had = f"the checkpoint's has {file_classes}" if file_classes else "the checkpoint has none"
+    had = (
+        f"the checkpoint's has {file_classes}"
+        if file_classes
+        else "the checkpoint has none"
+    )
     return (
-        f"Loaded {loaded} weights of {model.name} from {os.path.basename(weights.path)} (all but the classifier); "
+        f"Loaded {loaded} weights of {model.name} from "
+        f"{os.path.basename(weights.path)} (all but the classifier); "
         f"new classifier {CLASSIFIER!r} for {classes} classes ({had})"
     )
 

@@ -114,19 +114,32 @@ def check_files(paths, root, converted_dir):
     with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
         verdicts = _inspect_all(pool, paths)
         to_convert = [i for i, v in enumerate(verdicts) if v.status == CONVERT]
-        targets = [_converted_path(paths[i], root, converted_dir) for i in to_convert]
-        errors = list(pool.map(_try_convert, [paths[i] for i in to_convert], targets))
+        targets = [
+            _converted_path(paths[i], root, converted_dir) for i in to_convert
+        ]
+        errors = list(
+            pool.map(_try_convert, [paths[i] for i in to_convert], targets)
+        )
     read_paths = np.array(paths, dtype=object)
     sizes = np.array([v.size for v in verdicts], dtype=np.int64)
     keep = np.array([v.status == OK for v in verdicts], dtype=bool)
     converted = []
     for i, target, error in zip(to_convert, targets, errors):
         if error is None:
-            read_paths[i], sizes[i], keep[i] = target, os.path.getsize(target), True
+            read_paths[i], sizes[i], keep[i] = (
+                target,
+                os.path.getsize(target),
+                True,
+            )
             converted.append((paths[i], target, verdicts[i].reason))
         else:
-            verdicts[i] = Verdict(BAD, f"{verdicts[i].reason}; Pillow cannot read it either: {error}")
-    bad = tuple((path, v.reason) for path, v in zip(paths, verdicts) if v.status == BAD)
+            verdicts[i] = Verdict(
+                BAD,
+                f"{verdicts[i].reason}; Pillow cannot read it either: {error}",
+            )
+    bad = tuple(
+        (path, v.reason) for path, v in zip(paths, verdicts) if v.status == BAD
+    )
     return FileCheck(read_paths.astype(str), keep, sizes, bad, tuple(converted))
 
 
@@ -138,7 +151,9 @@ def _inspect_all(pool, paths):
     """
     chunk = max(1, min(256, len(paths) // (4 * THREADS)))
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    return [verdict for part in pool.map(_inspect_files, chunks) for verdict in part]
+    return [
+        verdict for part in pool.map(_inspect_files, chunks) for verdict in part
+    ]
 
 
 def _inspect_files(paths):
@@ -154,7 +169,9 @@ def inspect_file(path):
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            return Verdict(BAD, "not a file (class folders are read one level deep)")
+            return Verdict(
+                BAD, "not a file (class folders are read one level deep)"
+            )
         head = os.pread(fd, HEAD_BYTES, 0)
 
         def read(offset, count):
@@ -182,7 +199,9 @@ def _inspect(head, size, read):
     if head.startswith(b"BM"):
         return _inspect_bmp(head, size)
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return Verdict(CONVERT, "WebP, which only recent TensorFlow versions decode")
+        return Verdict(
+            CONVERT, "WebP, which only recent TensorFlow versions decode"
+        )
     return Verdict(BAD, NOT_AN_IMAGE)
 
 
@@ -200,14 +219,23 @@ def _inspect_jpeg(size, read):
         return Verdict(BAD, "truncated JPEG: it ends before its image data")
     marker, precision, components = frame
     if marker not in _JPEG_DECODABLE_FRAMES:
-        return Verdict(CONVERT, f"JPEG coding TensorFlow does not decode (SOF{marker - 0xC0})")
+        return Verdict(
+            CONVERT,
+            f"JPEG coding TensorFlow does not decode (SOF{marker - 0xC0})",
+        )
     if precision != 8:
-        return Verdict(CONVERT, f"{precision}-bit JPEG, which TensorFlow does not decode")
+        return Verdict(
+            CONVERT, f"{precision}-bit JPEG, which TensorFlow does not decode"
+        )
     if components not in (1, 3, 4):
         return Verdict(CONVERT, f"JPEG with {components} colour components")
-    if _JPEG_EOI in _tail(size, read, data_start) or _find_after(read, size, data_start, _JPEG_EOI):
+    if _JPEG_EOI in _tail(size, read, data_start) or _find_after(
+        read, size, data_start, _JPEG_EOI
+    ):
         return Verdict(OK)
-    return Verdict(BAD, "truncated JPEG: no end-of-image marker after the image data")
+    return Verdict(
+        BAD, "truncated JPEG: no end-of-image marker after the image data"
+    )
 
 
 def _walk_jpeg_header(read):
@@ -220,7 +248,9 @@ def _walk_jpeg_header(read):
     while True:
         segment = read(offset, 4)
         if len(segment) < 2:
-            return Verdict(BAD, "truncated JPEG: it ends inside its header"), None
+            return Verdict(
+                BAD, "truncated JPEG: it ends inside its header"
+            ), None
         if segment[0] != 0xFF:
             return Verdict(CONVERT, "malformed JPEG header"), None
         marker = segment[1]
@@ -233,14 +263,18 @@ def _walk_jpeg_header(read):
         if marker == 0xD9:
             return Verdict(BAD, "JPEG without image data"), None
         if len(segment) < 4:
-            return Verdict(BAD, "truncated JPEG: it ends inside its header"), None
+            return Verdict(
+                BAD, "truncated JPEG: it ends inside its header"
+            ), None
         length = int.from_bytes(segment[2:4], "big")
         if length < 2:
             return Verdict(CONVERT, "malformed JPEG header"), None
         if marker in _JPEG_FRAMES:
             body = read(offset + 4, 6)
             if len(body) < 6:
-                return Verdict(BAD, "truncated JPEG: it ends inside its header"), None
+                return Verdict(
+                    BAD, "truncated JPEG: it ends inside its header"
+                ), None
             frame = (marker, body[0], body[5])
         if marker == 0xDA:  # Start of scan: the image data follows.
             if frame is None:
@@ -264,13 +298,19 @@ def _inspect_png(head, size, read):
     if head[12:16] != b"IHDR":
         return Verdict(CONVERT, "PNG without an IHDR header")
     if not _tail(size, read).endswith(_PNG_IEND):
-        return Verdict(CONVERT, "PNG not ending with its IEND chunk (truncated, or data after it)")
+        return Verdict(
+            CONVERT,
+            "PNG not ending with its IEND chunk (truncated, or data after it)",
+        )
     return Verdict(OK)
 
 
 def _inspect_gif(size, read):
     if not _tail(size, read).endswith(b"\x3b"):
-        return Verdict(CONVERT, "GIF not ending with its trailer byte (truncated, or data after it)")
+        return Verdict(
+            CONVERT,
+            "GIF not ending with its trailer byte (truncated, or data after it)",
+        )
     return Verdict(OK)
 
 
@@ -278,20 +318,39 @@ def _inspect_bmp(head, size):
     """What TensorFlow's BMP decoder accepts, which is little."""
     if len(head) < 54:
         return Verdict(BAD, "truncated BMP: it ends inside its header")
-    pixels_at, header_size, compression = _int(head, 10, 4), _int(head, 14, 4), _int(head, 30, 4)
-    width, height = _int(head, 18, 4, signed=True), _int(head, 22, 4, signed=True)
+    pixels_at, header_size, compression = (
+        _int(head, 10, 4),
+        _int(head, 14, 4),
+        _int(head, 30, 4),
+    )
+    width, height = (
+        _int(head, 18, 4, signed=True),
+        _int(head, 22, 4, signed=True),
+    )
     bits = _int(head, 28, 2)
     if header_size < 40:
         return Verdict(CONVERT, "BMP with an OS/2 header")
     if bits not in (24, 32):
-        return Verdict(CONVERT, f"{bits}-bit BMP: TensorFlow reads 24- and 32-bit BMPs only (8-bit ones as grey)")
-    if not (compression == 0 or (compression == 3 and bits == 32 and _bgra_masks(head))):
-        return Verdict(CONVERT, f"BMP with compression {compression}, which TensorFlow does not decode correctly")
+        return Verdict(
+            CONVERT,
+            f"{bits}-bit BMP: TensorFlow reads 24- and 32-bit BMPs only (8-bit ones as grey)",
+        )
+    if not (
+        compression == 0
+        or (compression == 3 and bits == 32 and _bgra_masks(head))
+    ):
+        return Verdict(
+            CONVERT,
+            f"BMP with compression {compression}, which TensorFlow does not decode correctly",
+        )
     if width <= 0 or height == 0:
         return Verdict(CONVERT, "BMP with an empty size")
     expected = pixels_at + (bits // 8 * width + 3) // 4 * 4 * abs(height)
     if size != expected:
-        return Verdict(CONVERT, f"BMP of {size} bytes, its header says {expected} (truncated, or data after it)")
+        return Verdict(
+            CONVERT,
+            f"BMP of {size} bytes, its header says {expected} (truncated, or data after it)",
+        )
     return Verdict(OK)
 
 
@@ -302,7 +361,11 @@ def _int(head, at, size, signed=False):
 
 def _bgra_masks(head):
     """Whether a BI_BITFIELDS BMP's channel masks are the BGRA layout TensorFlow assumes."""
-    red, green, blue = bytes.fromhex("0000ff00"), bytes.fromhex("00ff0000"), bytes.fromhex("ff000000")
+    red, green, blue = (
+        bytes.fromhex("0000ff00"),
+        bytes.fromhex("00ff0000"),
+        bytes.fromhex("ff000000"),
+    )
     return head[54:66] == red + green + blue
 
 
@@ -341,7 +404,9 @@ def convert_to_png(source, target):
         rgb = _as_rgb(image)
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".converting-", suffix=".png")
+    fd, temporary = tempfile.mkstemp(
+        dir=folder, prefix=".converting-", suffix=".png"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             rgb.save(f, "PNG", compress_level=1)
@@ -359,5 +424,7 @@ def _as_rgb(image):
         # 16- or 32-bit grey: Pillow's own conversion clips at 255 instead
         # of scaling; keep the top 8 of 16 bits as TensorFlow does.
         values = np.asarray(image).astype(np.int64)
-        image = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
+        image = Image.fromarray(
+            (np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L"
+        )
     return image.convert("RGB")

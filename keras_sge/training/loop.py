@@ -50,7 +50,9 @@ class Inputs:
     val_steps: int
 
 
-def train(model, strategy, inputs, epochs, start_step, callbacks, verbose="auto"):
+def train(
+    model, strategy, inputs, epochs, start_step, callbacks, verbose="auto"
+):
     """Trains from global step `start_step` to the end of epoch `epochs`.
 
     Args:
@@ -63,24 +65,49 @@ def train(model, strategy, inputs, epochs, start_step, callbacks, verbose="auto"
         verbose: Keras verbosity.
     """
     if distribute.is_multi_worker(strategy):
-        return _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose)
+        return _loop_fit(
+            model, strategy, inputs, epochs, start_step, callbacks, verbose
+        )
     steps = inputs.steps_per_epoch
     epoch, done = divmod(start_step, steps)
     # shuffle=False: the stream is already shuffled, deterministically.
-    fit = dict(validation_data=inputs.val, validation_steps=inputs.val_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    fit = dict(
+        validation_data=inputs.val,
+        validation_steps=inputs.val_steps,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )
     if done:
         # Finish the interrupted epoch first: `fit` has no partial epochs.
-        model.fit(inputs.train(start_step), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps - done, **fit)
+        model.fit(
+            inputs.train(start_step),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=steps - done,
+            **fit,
+        )
         epoch += 1
     if epoch < epochs:
-        model.fit(inputs.train(epoch * steps), initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps, **fit)
+        model.fit(
+            inputs.train(epoch * steps),
+            initial_epoch=epoch,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            **fit,
+        )
 
 
 def evaluate(model, strategy, inputs, verbose="auto"):
     """Evaluates on the validation data; returns the metrics as a dict."""
     if distribute.is_multi_worker(strategy):
-        return {name: float(value) for name, value in _evaluator(model, strategy, inputs)().items()}
-    return model.evaluate(inputs.val, steps=inputs.val_steps, verbose=verbose, return_dict=True)
+        return {
+            name: float(value)
+            for name, value in _evaluator(model, strategy, inputs)().items()
+        }
+    return model.evaluate(
+        inputs.val, steps=inputs.val_steps, verbose=verbose, return_dict=True
+    )
 
 
 def _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose):
@@ -95,7 +122,10 @@ def _loop_fit(model, strategy, inputs, epochs, start_step, callbacks, verbose):
         epochs=epochs,
         steps=steps_per_epoch,
     )
-    train_step, evaluator = _train_step(model, strategy), _evaluator(model, strategy, inputs)
+    train_step, evaluator = (
+        _train_step(model, strategy),
+        _evaluator(model, strategy, inputs),
+    )
     iterator = iter(inputs.train(start_step))
     first_epoch, done = divmod(start_step, steps_per_epoch)
     model.stop_training = False

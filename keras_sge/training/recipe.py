@@ -27,7 +27,12 @@ def scaled_learning_rate(global_batch, base_lr=PAPER_LR):
 
 
 def learning_rate_schedule(
-    peak_lr, steps_per_epoch, epochs, schedule="step", decay_epochs=(30, 60, 90), warmup_epochs=0.0
+    peak_lr,
+    steps_per_epoch,
+    epochs,
+    schedule="step",
+    decay_epochs=(30, 60, 90),
+    warmup_epochs=0.0,
 ):
     """The learning rate as a function of the optimizer step.
 
@@ -81,11 +86,15 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
         ramp = self._after(float(self.warmup_steps)) * step / self.warmup_steps
-        return keras.ops.where(step < self.warmup_steps, ramp, self._after(step))
+        return keras.ops.where(
+            step < self.warmup_steps, ramp, self._after(step)
+        )
 
     def get_config(self):
         schedule = self.schedule
-        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(
+            schedule, keras.optimizers.schedules.LearningRateSchedule
+        ):
             schedule = keras.optimizers.schedules.serialize(schedule)
         return {"schedule": schedule, "warmup_steps": self.warmup_steps}
 
@@ -123,19 +132,29 @@ class HeadFirst(keras.optimizers.schedules.LearningRateSchedule):
             after = self.schedule(keras.ops.maximum(after, 0.0))
         else:
             after = keras.ops.convert_to_tensor(self.schedule, "float32")
-        return keras.ops.where(step < self.head_steps, self.head_learning_rate, after)
+        return keras.ops.where(
+            step < self.head_steps, self.head_learning_rate, after
+        )
 
     def get_config(self):
         schedule = self.schedule
-        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(
+            schedule, keras.optimizers.schedules.LearningRateSchedule
+        ):
             schedule = keras.optimizers.schedules.serialize(schedule)
-        return {"head_learning_rate": self.head_learning_rate, "head_steps": self.head_steps, "schedule": schedule}
+        return {
+            "head_learning_rate": self.head_learning_rate,
+            "head_steps": self.head_steps,
+            "schedule": schedule,
+        }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         if isinstance(config["schedule"], dict):
-            config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
+            config["schedule"] = keras.optimizers.schedules.deserialize(
+                config["schedule"]
+            )
         return cls(**config)
 
 
@@ -170,9 +189,13 @@ def compile_model(model, optimizer, label_smoothing=0.0):
     top_k = min(5, model.output_shape[-1])
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction="mean_with_sample_weight"),
+        loss=keras.losses.CategoricalCrossentropy(
+            label_smoothing=label_smoothing, reduction="mean_with_sample_weight"
+        ),
         weighted_metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.TopKCategoricalAccuracy(k=top_k, name=f"top{top_k}_accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(
+                k=top_k, name=f"top{top_k}_accuracy"
+            ),
         ],
     )

@@ -14,8 +14,8 @@ import zlib
 import keras
 import numpy as np
 
-from keras_sge.applications import torch_mapping
 from keras_sge import applications
+from keras_sge.applications import torch_mapping
 from keras_sge.applications.resnet import SGEResNet
 from keras_sge.layers.sge import SGE
 
@@ -23,7 +23,9 @@ IMAGE_SIZE = 64
 BATCH = 2
 
 
-def keras_model(depth, groups=64, classes=1000, image_size=IMAGE_SIZE, **kwargs):
+def keras_model(
+    depth, groups=64, classes=1000, image_size=IMAGE_SIZE, **kwargs
+):
     """The Keras model under test: logits, so both sides compare logits."""
     return SGEResNet(
         depth,
@@ -48,10 +50,14 @@ def architecture_facts(depth, groups=64, classes=1000):
     torch_shapes = {}
     for layer, parameters in torch_mapping.weight_mapping(model):
         for (key, to_keras), variable in zip(parameters, layer.weights):
-            torch_shapes[key] = torch_mapping.torch_shape(tuple(variable.shape), to_keras)
+            torch_shapes[key] = torch_mapping.torch_shape(
+                tuple(variable.shape), to_keras
+            )
     return {
         "torch_shapes": torch_shapes,
-        "trainable": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+        "trainable": sum(
+            int(np.prod(w.shape)) for w in model.trainable_weights
+        ),
         "sge_layers": sum(isinstance(layer, SGE) for layer in model.layers),
     }
 
@@ -72,7 +78,9 @@ def _random_parameter(key, shape, seed):
     if ".sge.bias" in key:  # beta
         return rng.normal(1.0, 0.5, shape)
     if key.startswith("fc."):
-        return rng.normal(0.0, 1.0, shape) / np.sqrt(shape[-1] if len(shape) > 1 else 100.0)
+        return rng.normal(0.0, 1.0, shape) / np.sqrt(
+            shape[-1] if len(shape) > 1 else 100.0
+        )
     if len(shape) == 4:  # conv, fan-in scaling keeps activations moderate.
         return rng.normal(0.0, 1.0, shape) * np.sqrt(2.0 / np.prod(shape[1:]))
     if key.endswith(".weight"):  # BN gamma
@@ -91,19 +99,27 @@ def random_state_dict(depth, groups=64, classes=1000, seed=0):
 def random_images(seed, batch=BATCH, image_size=IMAGE_SIZE):
     """RGB images in [0, 255], (N, H, W, 3) float32."""
     rng = np.random.default_rng([seed, 1])
-    return rng.uniform(0.0, 255.0, (batch, image_size, image_size, 3)).astype("float32")
+    return rng.uniform(0.0, 255.0, (batch, image_size, image_size, 3)).astype(
+        "float32"
+    )
 
 
 def keras_logits(model, images):
-    return keras.ops.convert_to_numpy(model(applications.preprocess_input(images), training=False))
+    return keras.ops.convert_to_numpy(
+        model(applications.preprocess_input(images), training=False)
+    )
 
 
 def assert_logits_match(actual, expected, relative=1e-4):
     """max |diff| < relative * max |logit|, and the same top-1."""
     scale = float(np.max(np.abs(expected)))
     diff = float(np.max(np.abs(actual - expected)))
-    assert diff < relative * scale, f"max abs diff {diff:.3g} >= {relative} * {scale:.3g}"
-    np.testing.assert_array_equal(np.argmax(actual, -1), np.argmax(expected, -1))
+    assert diff < relative * scale, (
+        f"max abs diff {diff:.3g} >= {relative} * {scale:.3g}"
+    )
+    np.testing.assert_array_equal(
+        np.argmax(actual, -1), np.argmax(expected, -1)
+    )
     return diff / scale
 
 
@@ -118,8 +134,12 @@ def torch_model(depth, groups, classes, state_dict):
 
     from keras_sge.testing import torch_reference
 
-    model = torch_reference.SGE_RESNETS[depth](num_classes=classes, groups=groups)
-    tensors = {key: torch.from_numpy(value) for key, value in state_dict.items()}
+    model = torch_reference.SGE_RESNETS[depth](
+        num_classes=classes, groups=groups
+    )
+    tensors = {
+        key: torch.from_numpy(value) for key, value in state_dict.items()
+    }
     for name, buffer in model.state_dict().items():
         if name.endswith("num_batches_tracked"):
             tensors[name] = buffer.clone()
@@ -130,7 +150,10 @@ def torch_model(depth, groups, classes, state_dict):
 def torch_logits(model, images):
     import torch
 
-    x = np.transpose(applications.preprocess_input(images, data_format="channels_last"), (0, 3, 1, 2))
+    x = np.transpose(
+        applications.preprocess_input(images, data_format="channels_last"),
+        (0, 3, 1, 2),
+    )
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
@@ -144,10 +167,14 @@ def save_official_checkpoint(model, path, legacy=False):
     """
     import torch
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4
+    )
     checkpoint = {
         "epoch": 100,
-        "state_dict": {f"module.{key}": value for key, value in model.state_dict().items()},
+        "state_dict": {
+            f"module.{key}": value for key, value in model.state_dict().items()
+        },
         "acc": torch.tensor(77.584),
         "best_acc": np.float64(77.584),
         "optimizer": optimizer.state_dict(),

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sge.applications import torch_mapping
 from keras_sge import applications
+from keras_sge.applications import torch_mapping
 from keras_sge.layers.sge import SGE
 from tests import harness
 from tests.applications import parity
@@ -25,7 +25,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 def seeded_resnet18(classes=10):
     """SGE-ResNet-18 at 64x64 with random weights, BN statistics and SGE gamma/beta."""
     model = parity.keras_model(18, classes=classes)
-    torch_mapping.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, classes, seed=21))
+    torch_mapping.set_weights_from_state_dict(
+        model, parity.random_state_dict(18, 64, classes, seed=21)
+    )
     return model
 
 
@@ -34,7 +36,9 @@ def test_fit_step_with_the_default_compilation_moves_sge_weights():
     # `compile()`'s default jit_compile: jax.jit for the whole step on JAX
     # (the SGE functions nest in it), eager on PyTorch, the graph with the
     # nested XLA functions on TensorFlow's CPU.
-    model = applications.SGEResNet18(input_shape=(32, 32, 3), classes=4, classifier_activation=None)
+    model = applications.SGEResNet18(
+        input_shape=(32, 32, 3), classes=4, classifier_activation=None
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -42,13 +46,23 @@ def test_fit_step_with_the_default_compilation_moves_sge_weights():
     rng = np.random.default_rng(22)
     x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 4, 4)
-    sge_weights = [w for layer in model.layers if isinstance(layer, SGE) for w in layer.weights]
+    sge_weights = [
+        w
+        for layer in model.layers
+        if isinstance(layer, SGE)
+        for w in layer.weights
+    ]
     before = [keras.ops.convert_to_numpy(w).copy() for w in sge_weights]
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    moved = sum(not np.allclose(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, sge_weights))
+    moved = sum(
+        not np.allclose(b, keras.ops.convert_to_numpy(w))
+        for b, w in zip(before, sge_weights)
+    )
     # gamma starts at 0 and gets a gradient in every block.
-    assert moved >= len(sge_weights) // 2, f"only {moved} of {len(sge_weights)} SGE weights moved"
+    assert moved >= len(sge_weights) // 2, (
+        f"only {moved} of {len(sge_weights)} SGE weights moved"
+    )
 
 
 @pytest.mark.timeout(600)
@@ -57,9 +71,15 @@ def test_keras_file_round_trips_here_and_loads_on_the_other_backends(tmp_path):
     model = seeded_resnet18()
     images = applications.preprocess_input(parity.random_images(23))
     expected = keras.ops.convert_to_numpy(model(images, training=False))
-    keras_file = harness.run_keras_saving_test(model, images, tmp_path)  # loads it here too
+    keras_file = harness.run_keras_saving_test(
+        model, images, tmp_path
+    )  # loads it here too
     np.save(tmp_path / "images.npy", images)
-    for backend in [b for b in BACKENDS if b != here and importlib.util.find_spec(b) is not None]:
+    for backend in [
+        b
+        for b in BACKENDS
+        if b != here and importlib.util.find_spec(b) is not None
+    ]:
         outputs_path = str(tmp_path / f"loaded_on_{backend}.npy")
         harness.run_in_fresh_process(
             f"""
@@ -73,5 +93,9 @@ def test_keras_file_round_trips_here_and_loads_on_the_other_backends(tmp_path):
             """,
             env={"KERAS_BACKEND": backend},
         )
-        relative = harness.assert_close_to_largest_logit(np.load(outputs_path), expected)
-        print(f"saved on {here}, loaded on {backend}: max abs diff / max |logit| = {relative:.1e}")
+        relative = harness.assert_close_to_largest_logit(
+            np.load(outputs_path), expected
+        )
+        print(
+            f"saved on {here}, loaded on {backend}: max abs diff / max |logit| = {relative:.1e}"
+        )

@@ -28,18 +28,26 @@ def rgb(shape, seed=0):
 
 def test_preprocess_input_matches_torchvision_normalize():
     x = rgb((2, 5, 6, 3))
-    expected = (x.astype("float32") / 255.0 - MEAN) / STD  # ToTensor + Normalize
+    expected = (
+        x.astype("float32") / 255.0 - MEAN
+    ) / STD  # ToTensor + Normalize
     out = applications.preprocess_input(x)
     assert isinstance(out, np.ndarray) and out.dtype == np.float32
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
     # A single image, and a list.
-    np.testing.assert_allclose(applications.preprocess_input(x[0]), expected[0], atol=1e-6)
-    np.testing.assert_allclose(applications.preprocess_input(x[0].tolist()), expected[0], atol=1e-6)
+    np.testing.assert_allclose(
+        applications.preprocess_input(x[0]), expected[0], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        applications.preprocess_input(x[0].tolist()), expected[0], atol=1e-6
+    )
 
 
 def test_preprocess_input_channels_first():
     x = rgb((2, 3, 4, 5))
-    expected = (x.astype("float32") / 255.0 - MEAN[:, None, None]) / STD[:, None, None]
+    expected = (x.astype("float32") / 255.0 - MEAN[:, None, None]) / STD[
+        :, None, None
+    ]
     out = applications.preprocess_input(x, data_format="channels_first")
     np.testing.assert_allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="Received: data_format='nchw'"):
@@ -62,7 +70,11 @@ def test_preprocess_input_in_tf_data():
     import tensorflow as tf
 
     x = rgb((3, 8, 8, 3))
-    dataset = tf.data.Dataset.from_tensor_slices(x).map(applications.preprocess_input).batch(3)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(x)
+        .map(applications.preprocess_input)
+        .batch(3)
+    )
     out = next(iter(dataset)).numpy()
     np.testing.assert_allclose(out, applications.preprocess_input(x), atol=1e-6)
 
@@ -82,7 +94,9 @@ def pil_reference(image, image_size=224):
         size = (target, int(target * height / width))
     else:
         size = (int(target * width / height), target)
-    resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), "float32")
+    resized = np.asarray(
+        Image.fromarray(image).resize(size, Image.BILINEAR), "float32"
+    )
     top = int(round((resized.shape[0] - image_size) / 2.0))
     left = int(round((resized.shape[1] - image_size) / 2.0))
     return resized[top : top + image_size, left : left + image_size]
@@ -90,12 +104,16 @@ def pil_reference(image, image_size=224):
 
 def smooth_image(height, width):
     """A smooth RGB image, so that resampling filters barely differ."""
-    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    yy, xx = np.meshgrid(
+        np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij"
+    )
     channels = [np.sin(3 * xx + 2 * yy), np.cos(4 * yy - xx), xx * yy]
     return ((np.stack(channels, -1) + 1) * 100).clip(0, 255).astype("uint8")
 
 
-@pytest.mark.parametrize("height,width", [(300, 400), (500, 333), (256, 256), (180, 240)])
+@pytest.mark.parametrize(
+    "height,width", [(300, 400), (500, 333), (256, 256), (180, 240)]
+)
 def test_center_crop_resize_matches_torchvision_geometry(height, width):
     pytest.importorskip("PIL")
     image = smooth_image(height, width)
@@ -111,9 +129,14 @@ def test_center_crop_resize_batch_and_other_sizes():
     batch = np.stack([smooth_image(120, 160)] * 2)
     out = applications.center_crop_resize(batch, image_size=112).numpy()
     assert out.shape == (2, 112, 112, 3)
-    np.testing.assert_allclose(out[0], applications.center_crop_resize(batch[0], image_size=112).numpy())
+    np.testing.assert_allclose(
+        out[0],
+        applications.center_crop_resize(batch[0], image_size=112).numpy(),
+    )
     # Upsampling small images works too.
-    assert applications.center_crop_resize(smooth_image(20, 30), image_size=32).shape == (32, 32, 3)
+    assert applications.center_crop_resize(
+        smooth_image(20, 30), image_size=32
+    ).shape == (32, 32, 3)
 
 
 def test_center_crop_resize_in_tf_data_with_dynamic_shapes():
@@ -121,12 +144,19 @@ def test_center_crop_resize_in_tf_data_with_dynamic_shapes():
 
     images = [smooth_image(150, 200), smooth_image(300, 180)]
     dataset = tf.data.Dataset.from_generator(
-        lambda: iter(images), output_signature=tf.TensorSpec((None, None, 3), tf.uint8)
+        lambda: iter(images),
+        output_signature=tf.TensorSpec((None, None, 3), tf.uint8),
     )
-    dataset = dataset.map(lambda image: applications.preprocess_input(applications.center_crop_resize(image, 64)))
+    dataset = dataset.map(
+        lambda image: applications.preprocess_input(
+            applications.center_crop_resize(image, 64)
+        )
+    )
     outputs = [out.numpy() for out in dataset]
     assert [out.shape for out in outputs] == [(64, 64, 3), (64, 64, 3)]
-    expected = applications.preprocess_input(applications.center_crop_resize(images[1], 64).numpy())
+    expected = applications.preprocess_input(
+        applications.center_crop_resize(images[1], 64).numpy()
+    )
     np.testing.assert_allclose(outputs[1], expected, atol=1e-5)
 
 
@@ -156,9 +186,13 @@ def test_preprocessing_inside_exported_model(tmp_path):
             super().__init__()
             self.model = model
 
-        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)])
+        @tf.function(
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)]
+        )
         def serve(self, images):
-            x = applications.preprocess_input(applications.center_crop_resize(images, image_size=64))
+            x = applications.preprocess_input(
+                applications.center_crop_resize(images, image_size=64)
+            )
             return self.model(x, training=False)
 
     export_dir = str(tmp_path / "serving")
@@ -178,8 +212,16 @@ def test_preprocessing_inside_exported_model(tmp_path):
         env={"KERAS_BACKEND": "tensorflow"},
     )
     assert stdout.split()[-1] == "False"
-    expected = model(applications.preprocess_input(applications.center_crop_resize(images, 64)))
-    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), keras.ops.convert_to_numpy(expected), atol=1e-5)
+    expected = model(
+        applications.preprocess_input(
+            applications.center_crop_resize(images, 64)
+        )
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "served.npy"),
+        keras.ops.convert_to_numpy(expected),
+        atol=1e-5,
+    )
 
 
 def test_docstring_examples():
@@ -201,7 +243,11 @@ def test_docstring_examples():
 def test_imagenet_class_names():
     names = applications.imagenet_class_names()
     assert len(names) == 1000
-    assert names[0] == "tench" and names[207] == "golden_retriever" and names[999] == "toilet_tissue"
+    assert (
+        names[0] == "tench"
+        and names[207] == "golden_retriever"
+        and names[999] == "toilet_tissue"
+    )
     names[0] = "changed"
     assert applications.imagenet_class_names()[0] == "tench"
 
@@ -216,16 +262,27 @@ def test_decode_predictions():
         ("n15075141", "toilet_tissue"),
         ("n01443537", "goldfish"),
     ]
-    np.testing.assert_allclose([score for *_, score in decoded[0]], [0.5, 0.3, 0.2])
+    np.testing.assert_allclose(
+        [score for *_, score in decoded[0]], [0.5, 0.3, 0.2]
+    )
     assert decoded[1][0][:2] == ("n01440764", "tench")
     assert len(applications.decode_predictions(preds)[0]) == 5
     # Tensors work too.
-    assert applications.decode_predictions(keras.ops.convert_to_tensor(preds), top=1)[1][0][1] == "tench"
+    assert (
+        applications.decode_predictions(
+            keras.ops.convert_to_tensor(preds), top=1
+        )[1][0][1]
+        == "tench"
+    )
 
 
 @pytest.mark.parametrize(
     "shape,top,message",
-    [((1000,), 5, "Received array with shape: (1000,)"), ((2, 10), 5, "(2, 10)"), ((1, 1000), 0, "Received: top=0")],
+    [
+        ((1000,), 5, "Received array with shape: (1000,)"),
+        ((2, 10), 5, "(2, 10)"),
+        ((1, 1000), 0, "Received: top=0"),
+    ],
 )
 def test_decode_predictions_validation(shape, top, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -239,19 +296,35 @@ def test_installed_wheel_carries_the_class_names(tmp_path):
     wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
-        [*pip, "wheel", harness.REPO_ROOT, "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)],
+        [
+            *pip,
+            "wheel",
+            harness.REPO_ROOT,
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheel_dir),
+        ],
         check=True,
         capture_output=True,
         timeout=500,
     )
     (wheel,) = wheel_dir.glob("keras_sge-*.whl")
-    assert "keras_sge/data/imagenet_class_index.json" in zipfile.ZipFile(wheel).namelist()
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=300)
+    assert (
+        "keras_sge/data/imagenet_class_index.json"
+        in zipfile.ZipFile(wheel).namelist()
+    )
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        timeout=300,
+    )
     result = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import keras_sge.applications as a; print(a.__file__); print(a.imagenet_class_names()[207])",
+            "import keras_sge.applications as a; print(a.__file__); "
+            "print(a.imagenet_class_names()[207])",
         ],
         cwd=str(tmp_path),  # not the repo: the installed copy is imported
         env={**os.environ, "PYTHONPATH": str(site)},

@@ -38,7 +38,11 @@ def small_model(**kwargs):
 
 
 def images(batch=2, size=32, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+    return (
+        np.random.default_rng(seed)
+        .uniform(-1, 1, (batch, size, size, 3))
+        .astype("float32")
+    )
 
 
 # --------------------------------------------------------------------------
@@ -53,7 +57,10 @@ def test_trainable_parameter_counts(depth):
     # the plain count is SGE's 2 * 64 per block less.
     facts = parity.architecture_facts(depth)
     assert facts["trainable"] == PARAMETER_COUNTS[(depth, 64)]
-    assert PARAMETER_COUNTS[(depth, 64)] - 128 * facts["sge_layers"] == PARAMETER_COUNTS[(depth, None)]
+    assert (
+        PARAMETER_COUNTS[(depth, 64)] - 128 * facts["sge_layers"]
+        == PARAMETER_COUNTS[(depth, None)]
+    )
 
 
 def test_builders_build_their_depth():
@@ -89,7 +96,10 @@ def test_parameter_counts_match_torch_reference(depth, groups):
     from keras_sge.testing import torch_reference
 
     torch_model = torch_reference.SGE_RESNETS[depth](groups=groups)
-    assert torch_reference.trainable_parameter_count(torch_model) == PARAMETER_COUNTS[(depth, groups)]
+    assert (
+        torch_reference.trainable_parameter_count(torch_model)
+        == PARAMETER_COUNTS[(depth, groups)]
+    )
 
 
 # --------------------------------------------------------------------------
@@ -131,11 +141,23 @@ def test_layer_names_and_torch_style_layout():
     assert branch._keras_history.operation.name == "conv2_block1_3_bn"
     assert shortcut._keras_history.operation.name == "conv2_block1_0_bn"
     assert "conv2_block1_add" not in names
-    out_inputs = [n.operation.name for n in model.get_layer("conv2_block1_out")._inbound_nodes[0].parent_nodes]
+    out_inputs = [
+        n.operation.name
+        for n in model.get_layer("conv2_block1_out")
+        ._inbound_nodes[0]
+        .parent_nodes
+    ]
     assert out_inputs == ["conv2_block1_sge"]
     # Without SGE, the block keeps its Add and ReLU layers.
-    plain = applications.SGEResNet50(input_shape=(64, 64, 3), classes=3, groups=None)
-    add_inputs = {n.operation.name for n in plain.get_layer("conv2_block1_add")._inbound_nodes[0].parent_nodes}
+    plain = applications.SGEResNet50(
+        input_shape=(64, 64, 3), classes=3, groups=None
+    )
+    add_inputs = {
+        n.operation.name
+        for n in plain.get_layer("conv2_block1_add")
+        ._inbound_nodes[0]
+        .parent_nodes
+    }
     assert add_inputs == {"conv2_block1_3_bn", "conv2_block1_0_bn"}
     assert isinstance(plain.get_layer("conv2_block1_out"), keras.layers.ReLU)
 
@@ -151,15 +173,30 @@ def test_fused_blocks_equal_separate_sge_add_and_relu():
     assert "conv2_block1_add" in [layer.name for layer in separate.layers]
     rng = np.random.default_rng(7)
     # Positive 1D weights (BN variances stay valid; SGE gammas not 0).
-    weights = [w + rng.uniform(0.1, 0.6, w.shape).astype(w.dtype) if w.ndim == 1 else w for w in fused.get_weights()]
+    weights = [
+        w + rng.uniform(0.1, 0.6, w.shape).astype(w.dtype) if w.ndim == 1 else w
+        for w in fused.get_weights()
+    ]
     fused.set_weights(weights)
     separate.set_weights(weights)
     x = images(2, 32)
-    harness.assert_all_close(fused(x, training=False), separate(x, training=False), rtol=1e-5, atol=1e-5)
+    harness.assert_all_close(
+        fused(x, training=False),
+        separate(x, training=False),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # Training mode: batch statistics over 2 samples of a 1x1 map amplify
     # float32 rounding differences, so compare a stage with more positions.
-    stage = lambda model: keras.Model(model.input, model.get_layer("conv3_block2_out").output)  # noqa: E731
-    harness.assert_all_close(stage(fused)(x, training=True), stage(separate)(x, training=True), rtol=1e-4, atol=1e-4)
+    stage = lambda model: keras.Model(
+        model.input, model.get_layer("conv3_block2_out").output
+    )  # noqa: E731
+    harness.assert_all_close(
+        stage(fused)(x, training=True),
+        stage(separate)(x, training=True),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_basic_block_layout():
@@ -175,7 +212,9 @@ def test_basic_block_layout():
 
 def test_groups_option():
     model = small_model(groups=32)
-    assert {layer.groups for layer in model.layers if isinstance(layer, SGE)} == {32}
+    assert {
+        layer.groups for layer in model.layers if isinstance(layer, SGE)
+    } == {32}
     plain = small_model(groups=None)
     assert plain.name == "resnet18"
     assert not any(isinstance(layer, SGE) for layer in plain.layers)
@@ -196,7 +235,9 @@ def test_default_input_shapes():
 
 @pytest.mark.parametrize("size,expected", [(32, 1), (64, 2), (97, 4), (224, 7)])
 def test_output_stride(size, expected):
-    model = applications.SGEResNet18(include_top=False, input_shape=(size, size, 3))
+    model = applications.SGEResNet18(
+        include_top=False, input_shape=(size, size, 3)
+    )
     assert model.output_shape == (None, expected, expected, 512)
 
 
@@ -204,7 +245,9 @@ def test_custom_input_shape_and_classes():
     model = applications.SGEResNet18(input_shape=(48, 80, 3), classes=7)
     out = model(images(2, 48)[:, :, :1].repeat(80, axis=2))
     assert out.shape == (2, 7)
-    np.testing.assert_allclose(np.sum(keras.ops.convert_to_numpy(out), -1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.sum(keras.ops.convert_to_numpy(out), -1), 1.0, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,7 +255,9 @@ def test_custom_input_shape_and_classes():
     [(None, (None, 2, 2, 512)), ("avg", (None, 512)), ("max", (None, 512))],
 )
 def test_pooling(pooling, shape):
-    model = applications.SGEResNet18(include_top=False, pooling=pooling, input_shape=(64, 64, 3))
+    model = applications.SGEResNet18(
+        include_top=False, pooling=pooling, input_shape=(64, 64, 3)
+    )
     assert model.output_shape == shape
     assert "predictions" not in [layer.name for layer in model.layers]
 
@@ -228,7 +273,9 @@ def test_input_tensor():
 
 def test_input_tensor_must_be_keras_tensor():
     with pytest.raises(ValueError, match="must be a Keras tensor"):
-        applications.SGEResNet18(input_tensor=np.zeros((1, 32, 32, 3)), include_top=False)
+        applications.SGEResNet18(
+            input_tensor=np.zeros((1, 32, 32, 3)), include_top=False
+        )
 
 
 @pytest.mark.parametrize("activation", [None, "softmax", "sigmoid"])
@@ -259,27 +306,47 @@ def test_mixed_precision_classifier_is_float32(policy):
 
 def test_build_time_kwargs():
     regularizer = keras.regularizers.L2(1e-4)
-    model = small_model(kernel_regularizer=regularizer, synchronized_bn=True, zero_init_residual=True)
-    convs = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    model = small_model(
+        kernel_regularizer=regularizer,
+        synchronized_bn=True,
+        zero_init_residual=True,
+    )
+    convs = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    ]
     assert all(layer.kernel_regularizer is not None for layer in convs)
     model(images())
     assert len(model.losses) == len(convs)
     assert model.get_layer("conv2_block1_1_bn").synchronized
     # zero_init_residual: the branch's last BN starts at gamma 0.
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("conv2_block1_2_bn").gamma), 0.0)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("conv2_block1_1_bn").gamma), 1.0)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("conv2_block1_2_bn").gamma),
+        0.0,
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("conv2_block1_1_bn").gamma),
+        1.0,
+    )
 
 
 def test_initializers_follow_torch():
     model = applications.SGEResNet18(input_shape=(32, 32, 3), classes=10)
-    kernel = keras.ops.convert_to_numpy(model.get_layer("conv5_block1_1_conv").kernel)
+    kernel = keras.ops.convert_to_numpy(
+        model.get_layer("conv5_block1_1_conv").kernel
+    )
     # kaiming_normal_(fan_out, relu): std sqrt(2 / (3 * 3 * 512)).
-    assert abs(kernel.std() - np.sqrt(2 / (9 * 512))) < 0.05 * np.sqrt(2 / (9 * 512))
+    assert abs(kernel.std() - np.sqrt(2 / (9 * 512))) < 0.05 * np.sqrt(
+        2 / (9 * 512)
+    )
     dense = model.get_layer("predictions")
     limit = 1 / np.sqrt(512)
     for weight in (dense.kernel, dense.bias):
         values = keras.ops.convert_to_numpy(weight)
-        assert np.abs(values).max() <= limit and np.abs(values).max() > 0.5 * limit
+        assert (
+            np.abs(values).max() <= limit and np.abs(values).max() > 0.5 * limit
+        )
     sge = model.get_layer("conv2_block1_sge")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(sge.gamma), 0.0)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(sge.beta), 1.0)
@@ -313,12 +380,16 @@ def test_invalid_arguments(kwargs, message):
 
 def test_bottleneck_groups_can_be_larger():
     # Bottleneck blocks have at least 256 channels.
-    model = applications.SGEResNet50(groups=128, include_top=False, input_shape=(32, 32, 3))
-    assert {layer.groups for layer in model.layers if isinstance(layer, SGE)} == {128}
-    with pytest.raises(ValueError, match="narrowest block of a ResNet-50 has 256"):
+    model = applications.SGEResNet50(
+        groups=128, include_top=False, input_shape=(32, 32, 3)
+    )
+    assert {
+        layer.groups for layer in model.layers if isinstance(layer, SGE)
+    } == {128}
+    with pytest.raises(
+        ValueError, match="narrowest block of a ResNet-50 has 256"
+    ):
         applications.SGEResNet50(groups=512)
-
-
 
 
 # --------------------------------------------------------------------------
@@ -327,7 +398,9 @@ def test_bottleneck_groups_can_be_larger():
 
 
 def test_stage_outputs():
-    backbone = applications.SGEResNet18(include_top=False, input_shape=(64, 64, 3))
+    backbone = applications.SGEResNet18(
+        include_top=False, input_shape=(64, 64, 3)
+    )
     assert applications.stage_output_names(backbone) == [
         "conv2_block2_out",
         "conv3_block2_out",
@@ -350,7 +423,9 @@ def test_stage_outputs_bottleneck_names_and_errors():
     model = applications.SGEResNet50(input_shape=(32, 32, 3), classes=2)
     assert applications.stage_output_names(model)[2] == "conv4_block6_out"
     with pytest.raises(ValueError, match="keras_sge.applications model"):
-        applications.stage_outputs(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+        applications.stage_outputs(
+            keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        )
 
 
 # --------------------------------------------------------------------------
@@ -372,7 +447,9 @@ def test_model_harness(tmp_path):
 @pytest.mark.timeout(600)
 def test_saved_model_served_without_keras_sge(tmp_path):
     model = small_model(classes=3)
-    keras_out, served = harness.export_and_serve_in_fresh_process(model, images(2, 32), tmp_path)
+    keras_out, served = harness.export_and_serve_in_fresh_process(
+        model, images(2, 32), tmp_path
+    )
     np.testing.assert_allclose(served, keras_out, rtol=1e-4, atol=1e-5)
 
 
@@ -387,14 +464,20 @@ def test_channels_first_on_jax():
         import keras
         keras.config.set_image_data_format("channels_first")
         from keras_sge import applications
-        model = applications.SGEResNet18(input_shape=(3, 32, 32), classes=4, classifier_activation=None)
+        model = applications.SGEResNet18(
+            input_shape=(3, 32, 32), classes=4, classifier_activation=None
+        )
         assert model.get_layer("conv2_block1_sge").data_format == "channels_first"
         assert model.get_layer("conv1_bn").axis in (1, [1])
         x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-        first = keras.ops.convert_to_numpy(model(applications.preprocess_input(x.transpose(0, 3, 1, 2))))
+        first = keras.ops.convert_to_numpy(
+            model(applications.preprocess_input(x.transpose(0, 3, 1, 2)))
+        )
         weights = model.get_weights()
         keras.config.set_image_data_format("channels_last")
-        twin = applications.SGEResNet18(input_shape=(32, 32, 3), classes=4, classifier_activation=None)
+        twin = applications.SGEResNet18(
+            input_shape=(32, 32, 3), classes=4, classifier_activation=None
+        )
         twin.set_weights(weights)
         last = keras.ops.convert_to_numpy(twin(applications.preprocess_input(x)))
         print(float(np.abs(first - last).max()), float(np.abs(last).max()))

@@ -10,12 +10,23 @@ import sys
 
 import keras
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 TRAIN_PY = os.path.join(REPO_ROOT, "examples", "train.py")
 
 # Small and quick: SGE-ResNet-18 at 32x32 on the embedded digits, one
 # TensorFlow thread per process, no progress bar.
-QUICK = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--verbose", "2"]
+QUICK = [
+    "--arch",
+    "resnet18",
+    "--image-size",
+    "32",
+    "--threads",
+    "1",
+    "--verbose",
+    "2",
+]
 
 
 def import_train_script():
@@ -27,7 +38,12 @@ def import_train_script():
 
 
 def environment(**extra):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        PYTHONPATH=REPO_ROOT,
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
@@ -35,7 +51,11 @@ def environment(**extra):
 
 def start(args, env=None, script=None):
     """Starts `train.py args` (or `python -c script args`); returns the Popen."""
-    command = [sys.executable, "-u"] + (["-c", script] if script else [TRAIN_PY]) + list(args)
+    command = (
+        [sys.executable, "-u"]
+        + (["-c", script] if script else [TRAIN_PY])
+        + list(args)
+    )
     return subprocess.Popen(
         command,
         env=env or environment(),
@@ -50,7 +70,9 @@ def run(args, env=None, timeout=300):
     """Runs `train.py args` to completion; returns its output, checks success."""
     process = start(args, env)
     output, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, f"train.py {' '.join(args)} failed:\n{output[-4000:]}"
+    assert process.returncode == 0, (
+        f"train.py {' '.join(args)} failed:\n{output[-4000:]}"
+    )
     return output
 
 
@@ -80,7 +102,10 @@ def free_ports(count):
 
 def tf_config(ports, index):
     return json.dumps(
-        {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+        {
+            "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+            "task": {"type": "worker", "index": index},
+        }
     )
 
 
@@ -88,4 +113,6 @@ def final_model(output_dir):
     """A run's `model.keras`."""
     import keras_sge  # noqa: F401  (registers SGE for loading)
 
-    return keras.saving.load_model(os.path.join(output_dir, "model.keras"), compile=False)
+    return keras.saving.load_model(
+        os.path.join(output_dir, "model.keras"), compile=False
+    )

@@ -1,6 +1,5 @@
 """examples/train.py on an image folder, its export, and its argument checks."""
 
-import io
 import json
 import os
 import subprocess
@@ -31,7 +30,11 @@ def _draw(kind, size, seed):
     w, h = size
     if kind == "disc":
         yy, xx = np.mgrid[:h, :w]
-        image[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(w, h) / 3) ** 2] = (250, 40, 40)
+        image[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(w, h) / 3) ** 2] = (
+            250,
+            40,
+            40,
+        )
     elif kind == "square":
         image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = (40, 250, 40)
     else:
@@ -54,19 +57,44 @@ def write_image_folder(root, train_per_class=6, val_per_class=2):
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(train_script, tmp_path, capsys):
+def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(
+    train_script, tmp_path, capsys
+):
     import keras
 
     from keras_sge.training import data
 
     root = write_image_folder(str(tmp_path / "images"))
     out = str(tmp_path / "run")
-    argv = ["--data", root, "--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "6"]
-    assert train_script.main(argv + ["--steps-per-epoch", "2", "--verbose", "0", "--output-dir", out]) == 0
+    argv = [
+        "--data",
+        root,
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+    ]
+    assert (
+        train_script.main(
+            argv
+            + ["--steps-per-epoch", "2", "--verbose", "0", "--output-dir", out]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Data: " + root + ": 18 train / 6 val images, 3 classes" in printed
     assert "Validation: accuracy" in printed
-    for path in ("model.keras", "best.keras", "log.csv", "saved_model/saved_model.pb", "backup/worker-0/checkpoint"):
+    for path in (
+        "model.keras",
+        "best.keras",
+        "log.csv",
+        "saved_model/saved_model.pb",
+        "backup/worker-0/checkpoint",
+    ):
         assert os.path.exists(os.path.join(out, path)), path
         assert os.path.abspath(os.path.join(out, path.split("/")[0])) in printed
     # TF Serving does not JIT XLA by default: the export must hold none.
@@ -74,19 +102,36 @@ def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(train_s
         assert b"XlaMustCompile" not in f.read()
 
     # The Keras model on the raw val files, with the pipeline's eval preprocessing.
-    files = sorted(os.path.join(root, "val", c, f) for c in CLASSES for f in os.listdir(os.path.join(root, "val", c)))
+    files = sorted(
+        os.path.join(root, "val", c, f)
+        for c in CLASSES
+        for f in os.listdir(os.path.join(root, "val", c))
+    )
     blobs = [open(f, "rb").read() for f in files]
-    uint8_batch = np.random.RandomState(0).randint(0, 256, (2, 40, 56, 3)).astype("uint8")
+    uint8_batch = (
+        np.random.RandomState(0).randint(0, 256, (2, 40, 56, 3)).astype("uint8")
+    )
     model = keras.saving.load_model(os.path.join(out, "model.keras"))
-    expected_encoded = model.predict(np.stack([data.eval_image(data.decode(b), 32) for b in blobs]), verbose=0)
+    expected_encoded = model.predict(
+        np.stack([data.eval_image(data.decode(b), 32) for b in blobs]),
+        verbose=0,
+    )
     expected_uint8 = model.predict(data.eval_image(uint8_batch, 32), verbose=0)
 
-    served = _serve_in_fresh_process(os.path.join(out, "saved_model"), files, uint8_batch, tmp_path)
-    np.testing.assert_allclose(served["encoded_probabilities"], expected_encoded, atol=1e-5)
-    np.testing.assert_allclose(served["uint8_probabilities"], expected_uint8, atol=1e-5)
+    served = _serve_in_fresh_process(
+        os.path.join(out, "saved_model"), files, uint8_batch, tmp_path
+    )
+    np.testing.assert_allclose(
+        served["encoded_probabilities"], expected_encoded, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        served["uint8_probabilities"], expected_uint8, atol=1e-5
+    )
     top = np.argsort(-expected_encoded, axis=1, kind="stable")[:, :3]
     np.testing.assert_array_equal(served["encoded_top_k_indices"], top)
-    assert served["encoded_top_k_names"].tolist() == [[CLASSES[i] for i in row] for row in top]
+    assert served["encoded_top_k_names"].tolist() == [
+        [CLASSES[i] for i in row] for row in top
+    ]
     assert served["class_names"].tolist() == list(CLASSES)
 
 
@@ -103,7 +148,9 @@ def _serve_in_fresh_process(saved_model, files, uint8_batch, tmp_path):
         files = json.loads({json.dumps(json.dumps(files))})
         blobs = tf.constant([open(f, "rb").read() for f in files])
         encoded = loaded.signatures["serving_default"](images=blobs)
-        uint8 = loaded.signatures["serve_uint8"](images=tf.constant(np.load({str(tmp_path / "uint8.npy")!r})))
+        uint8 = loaded.signatures["serve_uint8"](
+            images=tf.constant(np.load({str(tmp_path / "uint8.npy")!r}))
+        )
         out = {{"encoded_" + k: v.numpy() for k, v in encoded.items()}}
         out.update({{"uint8_" + k: v.numpy() for k, v in uint8.items()}})
         out["class_names"] = loaded.class_names.numpy()
@@ -114,7 +161,14 @@ def _serve_in_fresh_process(saved_model, files, uint8_batch, tmp_path):
     )
     env = runner.environment()
     env.pop("PYTHONPATH")  # keras_sge is not even importable there.
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return dict(np.load(tmp_path / "served.npz"))
 
@@ -126,16 +180,32 @@ def test_pipeline_resumes_mid_epoch_and_shards_by_replica():
     from keras_sge.training import data
 
     digits = data.load_digits(image_size=16)
-    pipeline = data.Pipeline(image_size=16, num_classes=10, seed=3, crop_scale=(0.5, 1.0), flip=True)
+    pipeline = data.Pipeline(
+        image_size=16, num_classes=10, seed=3, crop_scale=(0.5, 1.0), flip=True
+    )
 
     def batches(context, start_step, count):
-        dataset = pipeline.train(digits.train, context, global_batch=8, steps_per_epoch=3, start_step=start_step)
+        dataset = pipeline.train(
+            digits.train,
+            context,
+            global_batch=8,
+            steps_per_epoch=3,
+            start_step=start_step,
+        )
         return [images.numpy() for images, _ in dataset.take(count)]
 
-    one_machine = batches(tf.distribute.InputContext(1, 0, 2), 0, 10)  # 2 replicas: 2 batches a step.
-    np.testing.assert_array_equal(batches(tf.distribute.InputContext(1, 0, 2), 4, 2), one_machine[8:10])
-    workers = [batches(tf.distribute.InputContext(2, i, 2), 0, 5) for i in range(2)]
-    np.testing.assert_array_equal(np.stack(workers, 1).reshape(np.shape(one_machine)), one_machine)
+    one_machine = batches(
+        tf.distribute.InputContext(1, 0, 2), 0, 10
+    )  # 2 replicas: 2 batches a step.
+    np.testing.assert_array_equal(
+        batches(tf.distribute.InputContext(1, 0, 2), 4, 2), one_machine[8:10]
+    )
+    workers = [
+        batches(tf.distribute.InputContext(2, i, 2), 0, 5) for i in range(2)
+    ]
+    np.testing.assert_array_equal(
+        np.stack(workers, 1).reshape(np.shape(one_machine)), one_machine
+    )
     assert not np.array_equal(workers[0][0], workers[1][0])
 
 
@@ -149,7 +219,12 @@ def _empty_class(root):
 
 
 def _non_image(root):
-    with open(os.path.join(write_image_folder(root, 1, 1), "train", "disc", "notes.jpg"), "w") as f:
+    with open(
+        os.path.join(
+            write_image_folder(root, 1, 1), "train", "disc", "notes.jpg"
+        ),
+        "w",
+    ) as f:
         f.write("not an image")
     return root
 
@@ -168,9 +243,16 @@ def _unknown_val_class(root):
         (_unknown_val_class, "has no counterpart in train/"),
     ],
 )
-def test_bad_data_fails_in_one_line(train_script, tmp_path, capsys, make, message):
+def test_bad_data_fails_in_one_line(
+    train_script, tmp_path, capsys, make, message
+):
     root = make(str(tmp_path / "images"))
-    assert train_script.main(["--data", root, "--output-dir", str(tmp_path / "run")]) == 2
+    assert (
+        train_script.main(
+            ["--data", root, "--output-dir", str(tmp_path / "run")]
+        )
+        == 2
+    )
     _assert_one_line_error(capsys.readouterr().err, message)
 
 
@@ -178,17 +260,32 @@ def test_unknown_architecture_fails_in_one_line(train_script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_script.main(["--arch", "resnet19"])
     assert exit_info.value.code == 2
-    _assert_one_line_error(capsys.readouterr().err, "invalid choice: 'resnet19'")
+    _assert_one_line_error(
+        capsys.readouterr().err, "invalid choice: 'resnet19'"
+    )
 
 
 @pytest.mark.timeout(120)
 def test_batch_not_divisible_by_replicas_fails_in_one_line(tmp_path):
-    args = ["--cpu-devices", "2", "--batch-size", "15", "--output-dir", str(tmp_path)]
+    args = [
+        "--cpu-devices",
+        "2",
+        "--batch-size",
+        "15",
+        "--output-dir",
+        str(tmp_path),
+    ]
     result = subprocess.run(
-        [sys.executable, runner.TRAIN_PY] + args, env=runner.environment(), capture_output=True, text=True, timeout=100
+        [sys.executable, runner.TRAIN_PY] + args,
+        env=runner.environment(),
+        capture_output=True,
+        text=True,
+        timeout=100,
     )
     assert result.returncode == 2
-    _assert_one_line_error(result.stderr, "must be divisible by the number of replicas (2)")
+    _assert_one_line_error(
+        result.stderr, "must be divisible by the number of replicas (2)"
+    )
     assert not os.path.exists(tmp_path / "backup")
 
 
@@ -197,11 +294,21 @@ def test_help_documents_every_option(train_script):
     for action in parser._actions:
         assert action.help, f"{action.option_strings} has no help"
     text = parser.format_help()
-    for phrase in ("COUPLED", "DECOUPLED", "GLOBAL batch", "TF_CONFIG", "resume"):
+    for phrase in (
+        "COUPLED",
+        "DECOUPLED",
+        "GLOBAL batch",
+        "TF_CONFIG",
+        "resume",
+    ):
         assert phrase in text
 
 
 def _assert_one_line_error(stderr, message):
-    lines = [line for line in stderr.splitlines() if line.startswith("train.py: error:")]
+    lines = [
+        line
+        for line in stderr.splitlines()
+        if line.startswith("train.py: error:")
+    ]
     assert len(lines) == 1 and message in lines[0], stderr[-2000:]
     assert "Traceback" not in stderr

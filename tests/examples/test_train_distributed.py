@@ -35,7 +35,18 @@ from tests.examples import runner
 
 pytestmark = [pytest.mark.tensorflow_only, pytest.mark.slow]
 
-RUN = runner.QUICK + ["--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "16", "--base-lr", "0.2", "--lr-schedule", "constant"]
+RUN = runner.QUICK + [
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "4",
+    "--batch-size",
+    "16",
+    "--base-lr",
+    "0.2",
+    "--lr-schedule",
+    "constant",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +54,9 @@ def mirrored_run(tmp_path_factory):
     """One machine, two logical CPU devices: `model.fit` under MirroredStrategy."""
     output_dir = str(tmp_path_factory.mktemp("mirrored"))
     # One thread for both replicas: the same kernels as one worker's (see above).
-    return output_dir, runner.run(RUN + ["--cpu-devices", "2", "--output-dir", output_dir], timeout=400)
+    return output_dir, runner.run(
+        RUN + ["--cpu-devices", "2", "--output-dir", output_dir], timeout=400
+    )
 
 
 @pytest.mark.timeout(450)
@@ -66,7 +79,11 @@ def two_worker_run(tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("multi"))
     ports = runner.free_ports(2)
     workers = [
-        runner.start(RUN + ["--output-dir", output_dir], runner.environment(TF_CONFIG=runner.tf_config(ports, i)), script=SLOW_EXPORT)
+        runner.start(
+            RUN + ["--output-dir", output_dir],
+            runner.environment(TF_CONFIG=runner.tf_config(ports, i)),
+            script=SLOW_EXPORT,
+        )
         for i in range(2)
     ]
     outputs = [worker.communicate(timeout=500)[0] for worker in workers]
@@ -95,7 +112,9 @@ SLOW_EXPORT = textwrap.dedent(
 
 
 @pytest.mark.timeout(600)
-def test_two_workers_match_one_machine_with_two_replicas(mirrored_run, two_worker_run):
+def test_two_workers_match_one_machine_with_two_replicas(
+    mirrored_run, two_worker_run
+):
     """Same per-replica batches, same updates: the gradients were all-reduced.
 
     Without cross-worker aggregation each worker would apply its own
@@ -104,32 +123,64 @@ def test_two_workers_match_one_machine_with_two_replicas(mirrored_run, two_worke
     """
     (reference_dir, _), (output_dir, outputs) = mirrored_run, two_worker_run
     for i, output in enumerate(outputs):
-        assert "Strategy: MultiWorkerMirroredStrategy, 2 replica(s) in sync" in output
+        assert (
+            "Strategy: MultiWorkerMirroredStrategy, 2 replica(s) in sync"
+            in output
+        )
         assert f"Input pipeline {i} of 2: per-replica batch 8" in output
     # Both workers computed the same global validation metrics.
-    assert _last_line(outputs[0], "Validation:") == _last_line(outputs[1], "Validation:")
+    assert _last_line(outputs[0], "Validation:") == _last_line(
+        outputs[1], "Validation:"
+    )
 
-    initial, expected, actual = _initial_model(), runner.final_model(reference_dir), runner.final_model(output_dir)
-    travelled = _max_difference(expected.trainable_weights, initial.trainable_weights)
-    difference = _max_difference(expected.trainable_weights, actual.trainable_weights)
+    initial, expected, actual = (
+        _initial_model(),
+        runner.final_model(reference_dir),
+        runner.final_model(output_dir),
+    )
+    travelled = _max_difference(
+        expected.trainable_weights, initial.trainable_weights
+    )
+    difference = _max_difference(
+        expected.trainable_weights, actual.trainable_weights
+    )
     assert difference < 1e-5 and travelled > 0.05, (difference, travelled)
     # BatchNormalization statistics: averaged over the replicas on both sides.
-    for e, a in zip(expected.non_trainable_weights, actual.non_trainable_weights):
+    for e, a in zip(
+        expected.non_trainable_weights, actual.non_trainable_weights
+    ):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=e.path)
 
 
 @pytest.mark.timeout(600)
-def test_workers_hold_the_same_model_after_training_evaluation_and_backup(two_worker_run):
+def test_workers_hold_the_same_model_after_training_evaluation_and_backup(
+    two_worker_run,
+):
     """Every variable of the two workers' last backups is equal, BN statistics included.
 
     The last backup is written after the last evaluation; the export follows
     without further training, from the same variables.
     """
     output_dir, _ = two_worker_run
-    readers = [tf.train.load_checkpoint(os.path.join(output_dir, "backup", f"worker-{i}")) for i in range(2)]
-    names = [name for name in readers[0].get_variable_to_shape_map() if name.endswith("VARIABLE_VALUE")]
-    assert sum(name.startswith("model/") for name in names) == len(_initial_model().weights)
-    unequal = [name for name in names if np.any(readers[0].get_tensor(name) != readers[1].get_tensor(name))]
+    readers = [
+        tf.train.load_checkpoint(
+            os.path.join(output_dir, "backup", f"worker-{i}")
+        )
+        for i in range(2)
+    ]
+    names = [
+        name
+        for name in readers[0].get_variable_to_shape_map()
+        if name.endswith("VARIABLE_VALUE")
+    ]
+    assert sum(name.startswith("model/") for name in names) == len(
+        _initial_model().weights
+    )
+    unequal = [
+        name
+        for name in names
+        if np.any(readers[0].get_tensor(name) != readers[1].get_tensor(name))
+    ]
     assert not unequal, f"the workers' backups differ in {unequal}"
     assert readers[0].get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 8
 
@@ -138,26 +189,51 @@ def test_workers_hold_the_same_model_after_training_evaluation_and_backup(two_wo
 def test_a_successful_multi_worker_run_ends_cleanly(two_worker_run):
     """No worker reports an error from TensorFlow's runtime: on the console or in its log."""
     output_dir, outputs = two_worker_run
-    logs = [open(path).read() for path in sorted(glob.glob(os.path.join(output_dir, "logs", "*.log")))]
+    logs = [
+        open(path).read()
+        for path in sorted(glob.glob(os.path.join(output_dir, "logs", "*.log")))
+    ]
     assert len(logs) == 2
     for text in outputs + logs:
-        errors = [line for line in text.splitlines() if COORDINATION_ERROR.search(line)]
+        errors = [
+            line
+            for line in text.splitlines()
+            if COORDINATION_ERROR.search(line)
+        ]
         assert not errors, errors
 
 
-COORDINATION_ERROR = re.compile(r"unhealthy|heartbeat|StartAbort|UNAVAILABLE|Traceback")
+COORDINATION_ERROR = re.compile(
+    r"unhealthy|heartbeat|StartAbort|UNAVAILABLE|Traceback"
+)
 
 
 @pytest.mark.timeout(600)
-def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(tmp_path):
+def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
+    tmp_path,
+):
     # 2 epochs of 8 steps, a backup every 4 steps: backups at 4, 8, 12, 16.
-    args = runner.QUICK + ["--epochs", "2", "--steps-per-epoch", "8", "--batch-size", "16", "--save-steps", "4"]
+    args = runner.QUICK + [
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "8",
+        "--batch-size",
+        "16",
+        "--save-steps",
+        "4",
+    ]
     args += ["--output-dir", str(tmp_path)]
     ports = runner.free_ports(2)
-    env = [runner.environment(TF_CONFIG=runner.tf_config(ports, i)) for i in range(2)]
+    env = [
+        runner.environment(TF_CONFIG=runner.tf_config(ports, i))
+        for i in range(2)
+    ]
     survivor, victim = [runner.start(args, env[i]) for i in range(2)]
     survivor_output = []
-    reader = threading.Thread(target=lambda: survivor_output.extend(survivor.stdout))
+    reader = threading.Thread(
+        target=lambda: survivor_output.extend(survivor.stdout)
+    )
     reader.start()
     for line in victim.stdout:
         if "Backup saved at step 8" in line:
@@ -175,8 +251,13 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(tmp_path
     message = output.strip().splitlines()[-1]
     match = LOST_PEER_LINE.fullmatch(message)
     assert match, message
-    step, newer, older = (int(value) if value else None for value in match.group("step", "newer", "older"))
-    assert step > 8 and older in (4, 8, 12) and newer in (None, older + 4), message
+    step, newer, older = (
+        int(value) if value else None
+        for value in match.group("step", "newer", "older")
+    )
+    assert step > 8 and older in (4, 8, 12) and newer in (None, older + 4), (
+        message
+    )
 
     # The same command on both workers resumes from a backup they both have and finishes.
     workers = [runner.start(args, env[i]) for i in range(2)]
@@ -184,7 +265,13 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(tmp_path
     resumed = set()
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-4000:]
-        resumed.add(int(re.search(r"Resumed from backup at step (\d+) ", output).group(1)))
+        resumed.add(
+            int(
+                re.search(r"Resumed from backup at step (\d+) ", output).group(
+                    1
+                )
+            )
+        )
         assert "Validation: " in output
     assert len(resumed) == 1 and resumed <= {older, newer}, (resumed, message)
     assert f"Trained steps {resumed.pop()}-16" in outputs[0]
@@ -194,7 +281,8 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(tmp_path
 # the peer's sockets close, within TensorFlow's heartbeat timeout otherwise.
 LOST_PEER_BOUND = 60
 LOST_PEER_LINE = re.compile(
-    r"train\.py: error: lost worker 1 at step (?P<step>\d+); the last backup all workers have is step "
+    r"train\.py: error: lost worker 1 at step (?P<step>\d+); "
+    r"the last backup all workers have is step "
     r"(?:(?P<newer>\d+) if worker 1 finished saving it, else step )?(?P<older>\d+); "
     r"rerun the same command on every worker to resume from it \(details: .*worker-0\.log\)"
 )
@@ -215,7 +303,9 @@ def test_keras_fit_still_fails_under_multi_worker_mirrored_strategy():
         with strategy.scope():
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
             model.compile(optimizer="sgd", loss="mse")
-        data = tf.data.Dataset.from_tensor_slices((np.ones((16, 4), "float32"), np.ones((16, 2), "float32")))
+        data = tf.data.Dataset.from_tensor_slices(
+            (np.ones((16, 4), "float32"), np.ones((16, 2), "float32"))
+        )
         try:
             model.fit(data.batch(4), epochs=1, verbose=0)
             print("FIT_OK")
@@ -224,11 +314,19 @@ def test_keras_fit_still_fails_under_multi_worker_mirrored_strategy():
         """
     )
     ports = runner.free_ports(2)
-    workers = [runner.start([], runner.environment(TF_CONFIG=runner.tf_config(ports, i)), script=script) for i in range(2)]
+    workers = [
+        runner.start(
+            [],
+            runner.environment(TF_CONFIG=runner.tf_config(ports, i)),
+            script=script,
+        )
+        for i in range(2)
+    ]
     outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     assert all("FIT_FAILED" in output for output in outputs), (
         "model.fit now works under MultiWorkerMirroredStrategy (keras-team/keras#20585 fixed?): "
-        "keras_sge/training/loop.py can drop its custom loop.\n" + outputs[0][-2000:]
+        "keras_sge/training/loop.py can drop its custom loop.\n"
+        + outputs[0][-2000:]
     )
 
 
@@ -237,7 +335,10 @@ def _last_line(output, prefix):
 
 
 def _max_difference(weights, others):
-    return max(np.abs(np.asarray(w) - np.asarray(o)).max() for w, o in zip(weights, others))
+    return max(
+        np.abs(np.asarray(w) - np.asarray(o)).max()
+        for w, o in zip(weights, others)
+    )
 
 
 def _initial_model():

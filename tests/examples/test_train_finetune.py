@@ -22,7 +22,16 @@ pytestmark = [pytest.mark.tensorflow_only, pytest.mark.slow]
 CLASSES = ("red", "green", "blue")
 # The default head rate; the whole network at the paper's rate (not the
 # fine-tuning default of a tenth of it), so that 2 short epochs show it learn.
-RUN = runner.QUICK + ["--steps-per-epoch", "4", "--batch-size", "8", "--base-lr", "0.1", "--save-steps", "2"]
+RUN = runner.QUICK + [
+    "--steps-per-epoch",
+    "4",
+    "--batch-size",
+    "8",
+    "--base-lr",
+    "0.1",
+    "--save-steps",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,9 @@ def colour_folder(tmp_path_factory):
             for i in range(count):
                 image = rng.integers(0, 96, (36, 40, 3))
                 image[..., label] += 140
-                Image.fromarray(image.astype("uint8")).save(root / split / name / f"{i}.jpg", quality=95)
+                Image.fromarray(image.astype("uint8")).save(
+                    root / split / name / f"{i}.jpg", quality=95
+                )
     return str(root)
 
 
@@ -54,38 +65,64 @@ def official_checkpoint(tmp_path_factory):
 
     path = str(tmp_path_factory.mktemp("checkpoint") / "sge_resnet18.pth.tar")
     torch.manual_seed(3)
-    parity.save_official_checkpoint(torch_reference.sge_resnet18(num_classes=1000), path)
+    parity.save_official_checkpoint(
+        torch_reference.sge_resnet18(num_classes=1000), path
+    )
     return path
 
 
 @pytest.mark.timeout(900)
-def test_fine_tune_an_official_checkpoint_head_first_then_everything(colour_folder, official_checkpoint, tmp_path):
+def test_fine_tune_an_official_checkpoint_head_first_then_everything(
+    colour_folder, official_checkpoint, tmp_path
+):
     output_dir = str(tmp_path / "run")
-    args = RUN + ["--data", colour_folder, "--weights", official_checkpoint, "--output-dir", output_dir]
+    args = RUN + [
+        "--data",
+        colour_folder,
+        "--weights",
+        official_checkpoint,
+        "--output-dir",
+        output_dir,
+    ]
 
     # Phase 1 alone: the classifier learns; the backbone is the checkpoint's, bit for bit.
-    output = runner.run(args + ["--epochs", "2", "--head-epochs", "2"], timeout=400)
+    output = runner.run(
+        args + ["--epochs", "2", "--head-epochs", "2"], timeout=400
+    )
     assert re.search(
-        r"Loaded \d+ weights of sge_resnet18 from sge_resnet18\.pth\.tar \(all but the classifier\); "
+        r"Loaded \d+ weights of sge_resnet18 from sge_resnet18\.pth\.tar "
+        r"\(all but the classifier\); "
         r"new classifier 'predictions' for 3 classes \(the checkpoint's has 1000\)",
         output,
     ), output[-3000:]
     assert "Epochs 1-2: the classifier alone" in output
     losses = _losses(output_dir)
     assert len(losses) == 2 and losses[1] < losses[0], losses
-    pretrained = applications.SGEResNet18(include_top=False, weights=official_checkpoint, input_shape=(32, 32, 3))
+    pretrained = applications.SGEResNet18(
+        include_top=False, weights=official_checkpoint, input_shape=(32, 32, 3)
+    )
     model = runner.final_model(output_dir)
     for layer in pretrained.layers:
-        for expected, actual in zip(layer.weights, model.get_layer(layer.name).weights):
-            np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected), err_msg=actual.path)
+        for expected, actual in zip(
+            layer.weights, model.get_layer(layer.name).weights
+        ):
+            np.testing.assert_array_equal(
+                np.asarray(actual), np.asarray(expected), err_msg=actual.path
+            )
 
     # Phase 2, the same command with more epochs: killed after its first
     # backup, then resumed to the end. The whole network trains.
     args += ["--epochs", "4", "--head-epochs", "2"]
     output = runner.run_until(runner.start(args), "Backup saved at step 10")
-    assert "Resumed from backup at step 8 " in output and "Epochs 3-4: the whole network" in output
+    assert (
+        "Resumed from backup at step 8 " in output
+        and "Epochs 3-4: the whole network" in output
+    )
     output = runner.run(args, timeout=400)
-    assert "Resumed from backup at step 10 " in output and "Trained steps 10-16" in output
+    assert (
+        "Resumed from backup at step 10 " in output
+        and "Trained steps 10-16" in output
+    )
     # Epoch 3's row covers the steps after the resume only (train_steps 2).
     with open(os.path.join(output_dir, "log.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -93,7 +130,11 @@ def test_fine_tune_an_official_checkpoint_head_first_then_everything(colour_fold
     losses = [float(row["loss"]) for row in rows]
     assert losses[3] < losses[2], losses
     model = runner.final_model(output_dir)
-    moved = [layer.name for layer in pretrained.layers if layer.weights and not _equal(layer, model.get_layer(layer.name))]
+    moved = [
+        layer.name
+        for layer in pretrained.layers
+        if layer.weights and not _equal(layer, model.get_layer(layer.name))
+    ]
     assert len(moved) > len(pretrained.layers) // 4, moved
 
 
@@ -105,8 +146,25 @@ def test_fine_tune_a_keras_file(colour_folder, tmp_path, suffix):
     path = str(tmp_path / f"sge_resnet18{suffix}")
     source.save(path) if suffix == ".keras" else source.save_weights(path)
     output_dir = str(tmp_path / "run")
-    output = runner.run(RUN + ["--data", colour_folder, "--weights", path, "--epochs", "1", "--head-epochs", "1", "--output-dir", output_dir])
-    assert f"from sge_resnet18{suffix} (all but the classifier); new classifier 'predictions' for 3 classes (the checkpoint's has 10)" in output
+    output = runner.run(
+        RUN
+        + [
+            "--data",
+            colour_folder,
+            "--weights",
+            path,
+            "--epochs",
+            "1",
+            "--head-epochs",
+            "1",
+            "--output-dir",
+            output_dir,
+        ]
+    )
+    assert (
+        f"from sge_resnet18{suffix} (all but the classifier); "
+        "new classifier 'predictions' for 3 classes (the checkpoint's has 10)"
+    ) in output
     model = runner.final_model(output_dir)
     for layer in source.layers:
         if layer.weights and layer.name != "predictions":
@@ -114,8 +172,22 @@ def test_fine_tune_a_keras_file(colour_folder, tmp_path, suffix):
 
 
 @pytest.mark.timeout(300)
-def test_another_architecture_still_fails_with_the_keys_named(colour_folder, official_checkpoint, tmp_path):
-    process = runner.start(RUN + ["--data", colour_folder, "--weights", official_checkpoint, "--arch", "resnet34", "--output-dir", str(tmp_path)])
+def test_another_architecture_still_fails_with_the_keys_named(
+    colour_folder, official_checkpoint, tmp_path
+):
+    process = runner.start(
+        RUN
+        + [
+            "--data",
+            colour_folder,
+            "--weights",
+            official_checkpoint,
+            "--arch",
+            "resnet34",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     output, _ = process.communicate(timeout=240)
     assert process.returncode != 0
     assert re.search(r"missing keys .*layer1\.2\.", output), output[-3000:]
@@ -127,31 +199,72 @@ def _losses(output_dir):
 
 
 def _equal(layer, other):
-    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(layer.weights, other.weights))
+    return all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(layer.weights, other.weights)
+    )
 
 
 @pytest.mark.timeout(300)
-def test_evaluate_only_scores_the_checkpoints_own_classifier(colour_folder, official_checkpoint, tmp_path):
+def test_evaluate_only_scores_the_checkpoints_own_classifier(
+    colour_folder, official_checkpoint, tmp_path
+):
     torch = pytest.importorskip("torch")
     from keras_sge.testing import torch_reference
 
     path = str(tmp_path / "three_classes.pth.tar")
     torch.manual_seed(5)
-    parity.save_official_checkpoint(torch_reference.sge_resnet18(num_classes=3), path)
-    output = runner.run(RUN + ["--data", colour_folder, "--weights", path, "--evaluate-only", "--output-dir", str(tmp_path / "a")])
-    assert re.search(r"Validation: .*accuracy \d\.\d{4}.*top3_accuracy 1\.0000", output), output[-2000:]
+    parity.save_official_checkpoint(
+        torch_reference.sge_resnet18(num_classes=3), path
+    )
+    output = runner.run(
+        RUN
+        + [
+            "--data",
+            colour_folder,
+            "--weights",
+            path,
+            "--evaluate-only",
+            "--output-dir",
+            str(tmp_path / "a"),
+        ]
+    )
+    assert re.search(
+        r"Validation: .*accuracy \d\.\d{4}.*top3_accuracy 1\.0000", output
+    ), output[-2000:]
     assert "Trained" not in output
 
     # A classifier for other classes cannot be evaluated: one line, the fix named.
-    process = runner.start(RUN + ["--data", colour_folder, "--weights", official_checkpoint, "--evaluate-only", "--output-dir", str(tmp_path / "b")])
+    process = runner.start(
+        RUN
+        + [
+            "--data",
+            colour_folder,
+            "--weights",
+            official_checkpoint,
+            "--evaluate-only",
+            "--output-dir",
+            str(tmp_path / "b"),
+        ]
+    )
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 2, output[-2000:]
-    assert re.search(r"train\.py: error: The weights in .* have a 1000-class classifier; the model has 3 classes", output), output[-2000:]
+    assert re.search(
+        r"train\.py: error: The weights in .* have a 1000-class classifier; "
+        r"the model has 3 classes",
+        output,
+    ), output[-2000:]
     assert "Traceback" not in output
 
 
-def test_arch_defaults_to_the_pytorch_checkpoints(colour_folder, official_checkpoint):
+def test_arch_defaults_to_the_pytorch_checkpoints(
+    colour_folder, official_checkpoint
+):
     train = runner.import_train_script()
-    args = train.parse_args(["--data", colour_folder, "--weights", official_checkpoint])
-    assert args.arch == "resnet18"  # the folder profile's default would be resnet50
+    args = train.parse_args(
+        ["--data", colour_folder, "--weights", official_checkpoint]
+    )
+    assert (
+        args.arch == "resnet18"
+    )  # the folder profile's default would be resnet50
     assert train.parse_args(["--data", colour_folder]).arch == "resnet50"

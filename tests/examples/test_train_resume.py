@@ -11,7 +11,16 @@ from tests.examples import runner
 pytestmark = [pytest.mark.tensorflow_only, pytest.mark.slow]
 
 # 2 epochs of 8 steps, a backup every 4 steps: backups at 4, 8, 12, 16.
-ARGS = runner.QUICK + ["--epochs", "2", "--steps-per-epoch", "8", "--batch-size", "16", "--save-steps", "4"]
+ARGS = runner.QUICK + [
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "8",
+    "--batch-size",
+    "16",
+    "--save-steps",
+    "4",
+]
 
 # train.py, with the backup of step 8 hanging after its files are written
 # and before the directory's `checkpoint` state file records it.
@@ -36,19 +45,27 @@ HANG_IN_SAVE = textwrap.dedent(
 
 
 @pytest.mark.timeout(600)
-def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(tmp_path):
+def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(
+    tmp_path,
+):
     args = ARGS + ["--output-dir", str(tmp_path)]
     backups = tmp_path / "backup" / "worker-0"
 
     # 1. Killed while writing the backup of step 8: step 4 is the last good one.
-    output = runner.run_until(runner.start(args, script=HANG_IN_SAVE), "HANGING IN SAVE")
+    output = runner.run_until(
+        runner.start(args, script=HANG_IN_SAVE), "HANGING IN SAVE"
+    )
     assert "Backup saved at step 4" in output
-    assert any(name.startswith("ckpt-8") for name in os.listdir(backups)), "the step-8 files were not written"
+    assert any(name.startswith("ckpt-8") for name in os.listdir(backups)), (
+        "the step-8 files were not written"
+    )
 
     # 2. Resumes at step 4; killed mid-training after the backup of step 12.
     output = runner.run_until(runner.start(args), "Backup saved at step 12")
     assert "Resumed from backup at step 4 " in output
-    last_good = max(int(step) for step in re.findall(r"Backup saved at step (\d+)", output))
+    last_good = max(
+        int(step) for step in re.findall(r"Backup saved at step (\d+)", output)
+    )
 
     # 3. Resumes from the last backup written before the kill and finishes.
     output = runner.run(args)

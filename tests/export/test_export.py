@@ -19,8 +19,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sge.applications import torch_mapping
 from keras_sge import applications
+from keras_sge.applications import torch_mapping
 from keras_sge.layers.sge import SGE
 from tests import harness
 from tests.applications import parity
@@ -39,8 +39,12 @@ EXPORTS = {
 def sge_resnet18():
     """SGE-ResNet-18 at 64x64 with random weights, BN statistics and SGE gamma/beta."""
     model = parity.keras_model(18, classes=10)
-    torch_mapping.set_weights_from_state_dict(model, parity.random_state_dict(18, 64, 10, seed=11))
-    return model, applications.preprocess_input(parity.random_images(12, batch=3))
+    torch_mapping.set_weights_from_state_dict(
+        model, parity.random_state_dict(18, 64, 10, seed=11)
+    )
+    return model, applications.preprocess_input(
+        parity.random_images(12, batch=3)
+    )
 
 
 def sge_sequential():
@@ -73,7 +77,11 @@ def model_and_inputs(request):
     # Exports usually follow training or evaluation: let Keras trace the
     # fast path first, so that the test would see it leak into an export.
     model.predict(inputs, verbose=0)
-    return model, inputs, keras.ops.convert_to_numpy(model(inputs, training=False))
+    return (
+        model,
+        inputs,
+        keras.ops.convert_to_numpy(model(inputs, training=False)),
+    )
 
 
 def export(model, kind, directory):
@@ -96,19 +104,28 @@ def export(model, kind, directory):
 
 
 # what each runtime needs beside TensorFlow (the `export` extra)
-RUNTIME_MODULES = {"saved_model": [], "onnx": ["tf2onnx", "onnxruntime"], "litert": ["ai_edge_litert"]}
+RUNTIME_MODULES = {
+    "saved_model": [],
+    "onnx": ["tf2onnx", "onnxruntime"],
+    "litert": ["ai_edge_litert"],
+}
 
 
 def require_runtime(runtime):
     for module in RUNTIME_MODULES[runtime]:
-        pytest.importorskip(module, reason=f"{module} is not installed (pip install '.[export]')")
+        pytest.importorskip(
+            module,
+            reason=f"{module} is not installed (pip install '.[export]')",
+        )
 
 
 def assert_no_xla_only_function(saved_model):
     # TF Serving does not JIT-compile XLA by default; such a function there
     # would fail to run.
     with open(os.path.join(saved_model, "saved_model.pb"), "rb") as f:
-        assert b"_XlaMustCompile" not in f.read(), f"{saved_model} holds an XLA-only function"
+        assert b"_XlaMustCompile" not in f.read(), (
+            f"{saved_model} holds an XLA-only function"
+        )
 
 
 @pytest.mark.timeout(300)
@@ -119,7 +136,9 @@ def test_export_runs_without_keras_sge(model_and_inputs, kind, tmp_path):
     artifact = export(model, kind, str(tmp_path))
     if EXPORTS[kind] == "saved_model":
         assert_no_xla_only_function(artifact)
-    served = harness.run_artifact_in_fresh_process(EXPORTS[kind], artifact, inputs, tmp_path)
+    served = harness.run_artifact_in_fresh_process(
+        EXPORTS[kind], artifact, inputs, tmp_path
+    )
     assert served.shape == expected.shape
     relative = harness.assert_close_to_largest_logit(served, expected)
     print(f"{model.name} {kind}: max abs diff / max |logit| = {relative:.1e}")
@@ -143,12 +162,15 @@ def test_onnx_exported_from_the_torch_backend(tmp_path):
         import keras_sge
         assert keras.backend.backend() == "torch"
         model = keras.saving.load_model({keras_file!r})
-        model(np.zeros((1, *model.input_shape[1:]), "float32"))  # Keras's ONNX export wants a called model
+        # Keras's ONNX export wants a called model
+        model(np.zeros((1, *model.input_shape[1:]), "float32"))
         model.export({onnx_file!r}, format="onnx", verbose=False)
         """,
         env={"KERAS_BACKEND": "torch"},
     )
-    served = harness.run_artifact_in_fresh_process("onnx", onnx_file, inputs, tmp_path)
+    served = harness.run_artifact_in_fresh_process(
+        "onnx", onnx_file, inputs, tmp_path
+    )
     relative = harness.assert_close_to_largest_logit(served, expected)
     print(f"ONNX from torch: max abs diff / max |logit| = {relative:.1e}")
 
@@ -156,12 +178,17 @@ def test_onnx_exported_from_the_torch_backend(tmp_path):
 def representative_images(inputs, count=8):
     rng = np.random.default_rng(14)
     for _ in range(count):
-        yield [inputs[:1] + 0.1 * rng.standard_normal(inputs[:1].shape).astype("float32")]
+        yield [
+            inputs[:1]
+            + 0.1 * rng.standard_normal(inputs[:1].shape).astype("float32")
+        ]
 
 
 def litert_agreement(served, expected):
     agreement = float(np.mean(np.argmax(served, -1) == np.argmax(expected, -1)))
-    relative = float(np.max(np.abs(served - expected)) / np.max(np.abs(expected)))
+    relative = float(
+        np.max(np.abs(served - expected)) / np.max(np.abs(expected))
+    )
     return f"top-1 agreement {agreement:.2f}, max abs diff / max |logit| {relative:.2e}"
 
 
@@ -179,13 +206,24 @@ def test_quantized_litert_runs_without_keras_sge(quantization, tmp_path):
     expected = keras.ops.convert_to_numpy(model(inputs, training=False))
     path = str(tmp_path / f"{quantization}.tflite")
     if quantization == "dynamic_range":
-        model.export(path, format="litert", verbose=False, optimizations=[tf.lite.Optimize.DEFAULT])
+        model.export(
+            path,
+            format="litert",
+            verbose=False,
+            optimizations=[tf.lite.Optimize.DEFAULT],
+        )
     else:
-        keras_sge.litert.export_integer(model, path, lambda: representative_images(inputs))
-    served = harness.run_artifact_in_fresh_process("litert", path, inputs, tmp_path)
+        keras_sge.litert.export_integer(
+            model, path, lambda: representative_images(inputs)
+        )
+    served = harness.run_artifact_in_fresh_process(
+        "litert", path, inputs, tmp_path
+    )
     assert served.shape == expected.shape and np.all(np.isfinite(served))
     # Quantized files are 4x smaller than float32 ones (int8 weights).
-    assert os.path.getsize(path) < 0.3 * 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    assert os.path.getsize(path) < 0.3 * 4 * sum(
+        int(np.prod(w.shape)) for w in model.weights
+    )
     print(f"LiteRT {quantization}: {litert_agreement(served, expected)}")
 
 
@@ -213,6 +251,10 @@ def test_export_integer_rejects_bad_arguments(tmp_path):
 
     model, inputs = sge_sequential()
     with pytest.raises(ValueError, match="filepath='model.onnx'"):
-        keras_sge.litert.export_integer(model, "model.onnx", lambda: representative_images(inputs))
+        keras_sge.litert.export_integer(
+            model, "model.onnx", lambda: representative_images(inputs)
+        )
     with pytest.raises(ValueError, match="representative_dataset=\\[1, 2\\]"):
-        keras_sge.litert.export_integer(model, str(tmp_path / "m.tflite"), [1, 2])
+        keras_sge.litert.export_integer(
+            model, str(tmp_path / "m.tflite"), [1, 2]
+        )

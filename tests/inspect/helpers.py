@@ -17,21 +17,34 @@ def tiny_sge_model(data_format="channels_last", image_size=IMAGE_SIZE):
     the half-resolution input shape: they are the "last stage". The model
     ends with `block2_sge`, so its output is that layer's output.
     """
-    shape = (image_size, image_size, 3) if data_format == "channels_last" else (3, image_size, image_size)
+    shape = (
+        (image_size, image_size, 3)
+        if data_format == "channels_last"
+        else (3, image_size, image_size)
+    )
 
     def sge(groups, name, seed):
         return SGE(
             groups,
             data_format=data_format,
-            gamma_initializer=keras.initializers.RandomNormal(0.0, 2.0, seed=seed),
-            beta_initializer=keras.initializers.RandomNormal(1.0, 0.5, seed=seed + 1),
+            gamma_initializer=keras.initializers.RandomNormal(
+                0.0, 2.0, seed=seed
+            ),
+            beta_initializer=keras.initializers.RandomNormal(
+                1.0, 0.5, seed=seed + 1
+            ),
             name=name,
         )
 
     def conv(filters, strides, seed):
         initializer = keras.initializers.GlorotUniform(seed=seed)
         return keras.layers.Conv2D(
-            filters, 3, strides=strides, padding="same", data_format=data_format, kernel_initializer=initializer
+            filters,
+            3,
+            strides=strides,
+            padding="same",
+            data_format=data_format,
+            kernel_initializer=initializer,
         )
 
     inputs = keras.Input(shape)
@@ -44,15 +57,23 @@ def tiny_sge_model(data_format="channels_last", image_size=IMAGE_SIZE):
 
 def random_images(count=3, image_size=IMAGE_SIZE, seed=0):
     """RGB images in [0, 255], channels last."""
-    return np.random.default_rng(seed).uniform(0, 255, (count, image_size, image_size, 3)).astype("float32")
+    return (
+        np.random.default_rng(seed)
+        .uniform(0, 255, (count, image_size, image_size, 3))
+        .astype("float32")
+    )
 
 
 def assert_png_not_blank(path, min_std=5.0):
     """A PNG file by signature, decodable by PIL, and not a uniform image."""
     with open(path, "rb") as f:
-        assert f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE, f"{path} is not a PNG"
+        assert f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE, (
+            f"{path} is not a PNG"
+        )
     with Image.open(path) as image:
         image.verify()
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"), "float32")
-    assert pixels.std() > min_std, f"{path} looks blank (pixel std {pixels.std():.2f})"
+    assert pixels.std() > min_std, (
+        f"{path} looks blank (pixel std {pixels.std():.2f})"
+    )

@@ -18,7 +18,11 @@ from tests.inspect.helpers import tiny_sge_model
 def model_and_maps():
     model = tiny_sge_model()
     images = random_images(5) / 255.0
-    return model, images, inspect.inspect_sge(model, images, layers="all", batch_size=2)
+    return (
+        model,
+        images,
+        inspect.inspect_sge(model, images, layers="all", batch_size=2),
+    )
 
 
 @pytest.mark.timeout(60)
@@ -39,7 +43,9 @@ def test_gate_is_the_forward_output_over_the_input(model_and_maps):
 def test_outputs_are_the_models_forward_pass(model_and_maps):
     model, images, all_maps = model_and_maps
     # The tiny model ends with block2_sge, so its prediction is that output.
-    harness.assert_all_close(all_maps["block2_sge"].outputs, model.predict(images, verbose=0))
+    harness.assert_all_close(
+        all_maps["block2_sge"].outputs, model.predict(images, verbose=0)
+    )
 
 
 @pytest.mark.timeout(60)
@@ -49,17 +55,27 @@ def test_norms_are_per_group_l2_norms(model_and_maps):
     per_group = maps.inputs.shape[-1] // maps.groups
     for group in (0, maps.groups - 1):
         channels = slice(group * per_group, (group + 1) * per_group)
-        expected = np.sqrt(np.sum(np.square(maps.inputs[..., channels]), axis=-1))
-        harness.assert_all_close(maps.norm_before[..., group], expected, rtol=1e-5)
+        expected = np.sqrt(
+            np.sum(np.square(maps.inputs[..., channels]), axis=-1)
+        )
+        harness.assert_all_close(
+            maps.norm_before[..., group], expected, rtol=1e-5
+        )
     # The gate is shared by a group's channels, so it scales the norm.
-    harness.assert_all_close(maps.norm_after, maps.norm_before * maps.gate, rtol=1e-5, atol=1e-6)
+    harness.assert_all_close(
+        maps.norm_after, maps.norm_before * maps.gate, rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.timeout(60)
 def test_shapes_and_dtypes(model_and_maps):
     _, _, all_maps = model_and_maps
     assert list(all_maps) == ["stem_sge", "block1_sge", "block2_sge"]
-    expected = {"stem_sge": (5, 16, 16, 4), "block1_sge": (5, 8, 8, 8), "block2_sge": (5, 8, 8, 8)}
+    expected = {
+        "stem_sge": (5, 16, 16, 4),
+        "block1_sge": (5, 8, 8, 8),
+        "block2_sge": (5, 8, 8, 8),
+    }
     for name, maps in all_maps.items():
         assert maps.name == name and maps.data_format == "channels_last"
         for array in (maps.gate, maps.norm_before, maps.norm_after):
@@ -70,7 +86,9 @@ def test_shapes_and_dtypes(model_and_maps):
 @pytest.mark.timeout(60)
 def test_batching_does_not_change_the_values(model_and_maps):
     model, images, all_maps = model_and_maps
-    whole = inspect.inspect_sge(model, images, layers="block2_sge", batch_size=64)["block2_sge"]
+    whole = inspect.inspect_sge(
+        model, images, layers="block2_sge", batch_size=64
+    )["block2_sge"]
     harness.assert_all_close(whole.gate, all_maps["block2_sge"].gate)
 
 
@@ -79,19 +97,35 @@ def test_layer_selection():
     model = tiny_sge_model()
     names = lambda layers: [layer.name for layer in layers]  # noqa: E731
     assert names(inspect.sge_layers(model)) == ["block1_sge", "block2_sge"]
-    assert names(inspect.sge_layers(model, "all")) == ["stem_sge", "block1_sge", "block2_sge"]
+    assert names(inspect.sge_layers(model, "all")) == [
+        "stem_sge",
+        "block1_sge",
+        "block2_sge",
+    ]
     assert names(inspect.sge_layers(model, "stem_sge")) == ["stem_sge"]
-    assert names(inspect.sge_layers(model, ["block2_sge", "stem_sge"])) == ["block2_sge", "stem_sge"]
-    with pytest.raises(ValueError, match="No SGE layer named 'conv2d'.*Its SGE layers: stem_sge, block1_sge"):
+    assert names(inspect.sge_layers(model, ["block2_sge", "stem_sge"])) == [
+        "block2_sge",
+        "stem_sge",
+    ]
+    with pytest.raises(
+        ValueError,
+        match="No SGE layer named 'conv2d'.*Its SGE layers: stem_sge, block1_sge",
+    ):
         inspect.sge_layers(model, ["conv2d", "stem_sge"])
 
 
 @pytest.mark.timeout(60)
 def test_models_without_direct_sge_layers_are_clear_errors():
-    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="plain")
-    with pytest.raises(ValueError, match="Model 'plain' has no SGE layer among its layers\\.$"):
+    plain = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="plain"
+    )
+    with pytest.raises(
+        ValueError, match="Model 'plain' has no SGE layer among its layers\\.$"
+    ):
         inspect.sge_layers(plain)
-    nested = keras.Sequential([keras.Input((16, 16, 3)), tiny_sge_model()], name="outer")
+    nested = keras.Sequential(
+        [keras.Input((16, 16, 3)), tiny_sge_model()], name="outer"
+    )
     with pytest.raises(ValueError, match="nests the model\\(s\\) 'tiny_sge'"):
         inspect.sge_layers(nested)
 
@@ -101,7 +135,9 @@ def test_most_selective_groups(model_and_maps):
     _, _, all_maps = model_and_maps
     maps = all_maps["block1_sge"]
     chosen = inspect.most_selective_groups(maps, index=2, count=3)
-    spread = [maps.spatial("gate", 2, group).std() for group in range(maps.groups)]
+    spread = [
+        maps.spatial("gate", 2, group).std() for group in range(maps.groups)
+    ]
     assert len(chosen) == 3 and spread[chosen[0]] == max(spread)
     assert spread[chosen[0]] >= spread[chosen[1]] >= spread[chosen[2]]
     assert len(inspect.most_selective_groups(maps, count=100)) == maps.groups
@@ -141,9 +177,15 @@ def test_channels_first_on_jax():
             }
         print(json.dumps(result))
     """
-    stdout = harness.run_in_fresh_process(code, env={"KERAS_BACKEND": "jax"}, timeout=110)
+    stdout = harness.run_in_fresh_process(
+        code, env={"KERAS_BACKEND": "jax"}, timeout=110
+    )
     result = json.loads(stdout.strip().splitlines()[-1])
-    expected = {"stem_sge": [2, 4, 16, 16], "block1_sge": [2, 8, 8, 8], "block2_sge": [2, 8, 8, 8]}
+    expected = {
+        "stem_sge": [2, 4, 16, 16],
+        "block1_sge": [2, 8, 8, 8],
+        "block2_sge": [2, 8, 8, 8],
+    }
     assert set(result) == set(expected)
     for name, values in result.items():
         assert values["format"] == "channels_first"
@@ -160,7 +202,9 @@ def test_sge_residual_layer_reports_sge_not_the_block_output():
     shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
     x = keras.layers.Conv2D(16, 3, padding="same", name="branch")(inputs)
     sge = keras_sge.layers.SGEResidual(
-        4, gamma_initializer=keras.initializers.RandomNormal(0.0, 2.0, seed=1), name="block_sge"
+        4,
+        gamma_initializer=keras.initializers.RandomNormal(0.0, 2.0, seed=1),
+        name="block_sge",
     )
     model = keras.Model(inputs, sge(x, shortcut))
     images = random_images(3) / 255.0
@@ -169,10 +213,17 @@ def test_sge_residual_layer_reports_sge_not_the_block_output():
     branch = keras.Model(inputs, [x, shortcut]).predict(images, verbose=0)
     harness.assert_all_close(maps.inputs, branch[0], rtol=1e-5, atol=1e-6)
     gate = np.repeat(maps.gate, 4, axis=-1)
-    harness.assert_all_close(maps.outputs, maps.inputs * gate, rtol=1e-5, atol=1e-6)
-    harness.assert_all_close(maps.norm_after, maps.norm_before * maps.gate, rtol=1e-5, atol=1e-6)
+    harness.assert_all_close(
+        maps.outputs, maps.inputs * gate, rtol=1e-5, atol=1e-6
+    )
+    harness.assert_all_close(
+        maps.norm_after, maps.norm_before * maps.gate, rtol=1e-5, atol=1e-6
+    )
     assert maps.gate.std() > 0.01
     # The block output is the fused relu(shortcut + outputs).
     harness.assert_all_close(
-        model.predict(images, verbose=0), np.maximum(branch[1] + maps.outputs, 0.0), rtol=1e-5, atol=1e-5
+        model.predict(images, verbose=0),
+        np.maximum(branch[1] + maps.outputs, 0.0),
+        rtol=1e-5,
+        atol=1e-5,
     )

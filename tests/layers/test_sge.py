@@ -14,13 +14,18 @@ from keras import ops
 
 import keras_sge
 from tests import harness
-from tests.fixtures.make_sge_fixtures import CASES, FIXTURE_PATH
+from tests.fixtures.make_sge_fixtures import CASES
+from tests.fixtures.make_sge_fixtures import FIXTURE_PATH
 
 SIGMOID_1 = 1.0 / (1.0 + math.exp(-1.0))
 
 
 def to_layout(x_nchw, data_format):
-    return x_nchw if data_format == "channels_first" else np.transpose(x_nchw, (0, 2, 3, 1))
+    return (
+        x_nchw
+        if data_format == "channels_first"
+        else np.transpose(x_nchw, (0, 2, 3, 1))
+    )
 
 
 def run_sge(x_nchw, gamma, beta, groups, data_format, dtype=None):
@@ -29,7 +34,11 @@ def run_sge(x_nchw, gamma, beta, groups, data_format, dtype=None):
     layer.build(x.shape)
     layer.set_weights([gamma, beta])
     output = ops.convert_to_numpy(ops.cast(layer(x), "float32"))
-    return output if data_format == "channels_first" else np.transpose(output, (0, 3, 1, 2))
+    return (
+        output
+        if data_format == "channels_first"
+        else np.transpose(output, (0, 3, 1, 2))
+    )
 
 
 def grouped_gate(layer, x):
@@ -60,7 +69,9 @@ def test_layer_harness(data_format, tmp_path):
             "gamma_constraint": None,
             "beta_constraint": "non_neg",
         },
-        input_data=np.random.default_rng(0).standard_normal(shape).astype("float32"),
+        input_data=np.random.default_rng(0)
+        .standard_normal(shape)
+        .astype("float32"),
         expected_output_shape=shape,
         expected_num_trainable_weights=2,
         tmp_path=tmp_path,
@@ -85,7 +96,9 @@ def test_weights_are_gamma_then_beta_float32_and_paper_initialised():
     for weight in layer.weights:
         assert tuple(weight.shape) == (8,)
         assert weight.dtype == "float32"
-    np.testing.assert_array_equal(ops.convert_to_numpy(layer.gamma), np.zeros(8))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(layer.gamma), np.zeros(8)
+    )
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.beta), np.ones(8))
     assert layer.count_params() == 16
 
@@ -102,9 +115,15 @@ def test_matches_golden_reference_outputs(case, data_format):
     x = golden[f"case{case}_x_nchw"]
     expected = golden[f"case{case}_y_nchw"]
     output = run_sge(
-        x, golden[f"case{case}_gamma"], golden[f"case{case}_beta"], int(golden[f"case{case}_groups"]), data_format
+        x,
+        golden[f"case{case}_gamma"],
+        golden[f"case{case}_beta"],
+        int(golden[f"case{case}_groups"]),
+        data_format,
     )
-    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        output, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
 
 
 def test_golden_fixture_is_reproducible_from_its_script():
@@ -113,7 +132,9 @@ def test_golden_fixture_is_reproducible_from_its_script():
 
     golden = np.load(FIXTURE_PATH)
     for key, value in make_cases(int(golden["seed"])).items():
-        np.testing.assert_allclose(golden[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            golden[key], value, rtol=1e-6, atol=1e-6, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
@@ -125,13 +146,19 @@ def test_matches_live_torch_reference_on_random_shapes(data_format):
         channels = groups * int(rng.integers(1, 6))
         n = int(rng.integers(1, 4))
         h, w = (int(v) for v in rng.integers(2, 13, size=2))
-        x = rng.standard_normal((n, channels, h, w)).astype("float32") * float(rng.choice([0.1, 1.0, 30.0]))
+        x = rng.standard_normal((n, channels, h, w)).astype("float32") * float(
+            rng.choice([0.1, 1.0, 30.0])
+        )
         gamma = rng.standard_normal(groups).astype("float32")
         beta = rng.standard_normal(groups).astype("float32")
         expected = torch_reference.sge_forward(x, gamma, beta, groups)
         output = run_sge(x, gamma, beta, groups, data_format)
         np.testing.assert_allclose(
-            output, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=f"{x.shape} groups={groups}"
+            output,
+            expected,
+            rtol=1e-5,
+            atol=1e-5 * np.abs(expected).max(),
+            err_msg=f"{x.shape} groups={groups}",
         )
 
 
@@ -145,7 +172,9 @@ def test_groups_are_contiguous_channels_not_interleaved():
     layer.set_weights([np.ones(2, "float32"), np.zeros(2, "float32")])
     changed = x.copy()
     changed[..., :4] = rng.standard_normal((1, 5, 5, 4))
-    gate, changed_gate = (ops.convert_to_numpy(layer.gate(v)) for v in (x, changed))
+    gate, changed_gate = (
+        ops.convert_to_numpy(layer.gate(v)) for v in (x, changed)
+    )
     np.testing.assert_allclose(gate[..., 1], changed_gate[..., 1], rtol=1e-6)
     assert not np.allclose(gate[..., 0], changed_gate[..., 0])
 
@@ -157,11 +186,15 @@ def test_groups_are_contiguous_channels_not_interleaved():
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_gate_shape_and_call_uses_it(data_format):
-    layer = keras_sge.SGE(4, data_format=data_format, gamma_initializer="random_normal")
+    layer = keras_sge.SGE(
+        4, data_format=data_format, gamma_initializer="random_normal"
+    )
     shape = (2, 7, 3, 12) if data_format == "channels_last" else (2, 12, 7, 3)
     x = np.random.default_rng(1).standard_normal(shape).astype("float32")
     gate = ops.convert_to_numpy(layer.gate(x))
-    expected_shape = (2, 7, 3, 4) if data_format == "channels_last" else (2, 4, 7, 3)
+    expected_shape = (
+        (2, 7, 3, 4) if data_format == "channels_last" else (2, 4, 7, 3)
+    )
     assert gate.shape == expected_shape
     assert gate.dtype == np.float32
     assert np.all((gate > 0) & (gate < 1))
@@ -169,8 +202,14 @@ def test_gate_shape_and_call_uses_it(data_format):
 
 
 def test_gate_at_init_is_sigmoid_of_one():
-    x = np.random.default_rng(2).standard_normal((2, 5, 5, 64)).astype("float32")
-    gate = ops.convert_to_numpy(keras_sge.SGE(64, data_format="channels_last").gate(x))
+    x = (
+        np.random.default_rng(2)
+        .standard_normal((2, 5, 5, 64))
+        .astype("float32")
+    )
+    gate = ops.convert_to_numpy(
+        keras_sge.SGE(64, data_format="channels_last").gate(x)
+    )
     np.testing.assert_allclose(gate, SIGMOID_1, rtol=1e-6)
 
 
@@ -182,18 +221,24 @@ def test_gate_at_init_is_sigmoid_of_one():
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_one_by_one_map_gives_sigmoid_beta_not_nan(data_format):
     shape = (3, 1, 1, 16) if data_format == "channels_last" else (3, 16, 1, 1)
-    layer = keras_sge.SGE(4, data_format=data_format, gamma_initializer="random_normal")
+    layer = keras_sge.SGE(
+        4, data_format=data_format, gamma_initializer="random_normal"
+    )
     x = np.random.default_rng(4).standard_normal(shape).astype("float32")
     layer.build(x.shape)
     beta = np.array([-1.0, 0.0, 0.5, 2.0], "float32")
     layer.beta.assign(beta)
     gate = ops.convert_to_numpy(layer.gate(x)).reshape(3, 4)
-    np.testing.assert_allclose(gate, np.broadcast_to(1 / (1 + np.exp(-beta)), (3, 4)), rtol=1e-6)
+    np.testing.assert_allclose(
+        gate, np.broadcast_to(1 / (1 + np.exp(-beta)), (3, 4)), rtol=1e-6
+    )
     harness.assert_finite(layer(x))
 
 
 def test_constant_map_gives_finite_output_and_sigmoid_beta():
-    layer = keras_sge.SGE(2, data_format="channels_last", gamma_initializer="ones")
+    layer = keras_sge.SGE(
+        2, data_format="channels_last", gamma_initializer="ones"
+    )
     x = np.full((2, 6, 6, 4), 3.0, "float32")
     output = ops.convert_to_numpy(layer(x))
     np.testing.assert_allclose(output, 3.0 * SIGMOID_1, rtol=1e-6)
@@ -213,16 +258,24 @@ def test_mixed_precision_large_activations_stay_finite_and_accurate(policy):
     output = layer(ops.cast(x, layer.compute_dtype))
     assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
     harness.assert_finite(output, policy)
-    reference = run_sge(np.transpose(x, (0, 3, 1, 2)), gamma, beta, 2, "channels_first")
-    output32 = np.transpose(ops.convert_to_numpy(ops.cast(output, "float32")), (0, 3, 1, 2))
+    reference = run_sge(
+        np.transpose(x, (0, 3, 1, 2)), gamma, beta, 2, "channels_first"
+    )
+    output32 = np.transpose(
+        ops.convert_to_numpy(ops.cast(output, "float32")), (0, 3, 1, 2)
+    )
     # The error is the compute dtype's rounding of the input and output.
     tolerance = 1e-2 if policy == "mixed_bfloat16" else 2e-3
-    np.testing.assert_allclose(output32, reference, rtol=tolerance, atol=tolerance * 100)
+    np.testing.assert_allclose(
+        output32, reference, rtol=tolerance, atol=tolerance * 100
+    )
 
 
 def test_unknown_batch_and_spatial_dims_in_a_functional_model():
     inputs = keras.Input((None, None, 8))
-    model = keras.Model(inputs, keras_sge.SGE(2, data_format="channels_last")(inputs))
+    model = keras.Model(
+        inputs, keras_sge.SGE(2, data_format="channels_last")(inputs)
+    )
     rng = np.random.default_rng(6)
     for shape in [(1, 4, 4, 8), (3, 9, 2, 8), (2, 1, 1, 8)]:
         x = rng.standard_normal(shape).astype("float32")
@@ -231,14 +284,24 @@ def test_unknown_batch_and_spatial_dims_in_a_functional_model():
         harness.assert_finite(output)
 
 
-@pytest.mark.skipif(not harness.backend_supports_jit(), reason="no XLA on this backend")
+@pytest.mark.skipif(
+    not harness.backend_supports_jit(), reason="no XLA on this backend"
+)
 def test_jit_compiled_predict_matches_eager():
     inputs = keras.Input((None, None, 16))
-    model = keras.Model(inputs, keras_sge.SGE(4, gamma_initializer="random_normal")(inputs))
-    x = np.random.default_rng(8).standard_normal((2, 6, 5, 16)).astype("float32")
+    model = keras.Model(
+        inputs, keras_sge.SGE(4, gamma_initializer="random_normal")(inputs)
+    )
+    x = (
+        np.random.default_rng(8)
+        .standard_normal((2, 6, 5, 16))
+        .astype("float32")
+    )
     eager = ops.convert_to_numpy(model(x))
     model.compile(jit_compile=True)
-    harness.assert_all_close(model.predict(x, verbose=0), eager, rtol=1e-5, atol=1e-5)
+    harness.assert_all_close(
+        model.predict(x, verbose=0), eager, rtol=1e-5, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -248,13 +311,18 @@ def test_jit_compiled_predict_matches_eager():
 
 @pytest.mark.parametrize("groups", [0, -3, 2.5, "4", True, None])
 def test_groups_must_be_a_positive_integer(groups):
-    with pytest.raises(ValueError, match=f"groups={groups!r}".replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(
+        ValueError,
+        match=f"groups={groups!r}".replace("(", r"\(").replace(".", r"\."),
+    ):
         keras_sge.SGE(groups)
 
 
 def test_channels_not_divisible_by_groups_names_both():
     with pytest.raises(ValueError, match=r"channels \(24\).*groups \(64\)"):
-        keras_sge.SGE(64, data_format="channels_last")(np.zeros((1, 4, 4, 24), "float32"))
+        keras_sge.SGE(64, data_format="channels_last")(
+            np.zeros((1, 4, 4, 24), "float32")
+        )
 
 
 @pytest.mark.parametrize("shape", [(2, 8), (4, 4, 8), (1, 2, 4, 4, 8)])
@@ -286,40 +354,63 @@ def test_negative_epsilon_is_rejected():
 def sge_model(spatial=(None, None)):
     inputs = keras.Input((*spatial, 16))
     x = keras.layers.Conv2D(16, 3, padding="same")(inputs)
-    x = keras_sge.SGE(4, gamma_initializer="random_normal", beta_initializer="random_normal")(x)
+    x = keras_sge.SGE(
+        4, gamma_initializer="random_normal", beta_initializer="random_normal"
+    )(x)
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
 
 @pytest.mark.tensorflow_only
 def test_keras_file_loads_in_a_fresh_process(tmp_path):
     model = sge_model()
-    x = np.random.default_rng(9).standard_normal((2, 7, 6, 16)).astype("float32")
+    x = (
+        np.random.default_rng(9)
+        .standard_normal((2, 7, 6, 16))
+        .astype("float32")
+    )
     path = harness.run_keras_saving_test(model, x, tmp_path)
     np.save(tmp_path / "x.npy", x)
     harness.run_in_fresh_process(
         f"""
         import numpy as np, keras, keras_sge
         model = keras.saving.load_model({path!r})
-        np.save({str(tmp_path / "y.npy")!r}, model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0))
+        np.save(
+            {str(tmp_path / "y.npy")!r},
+            model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0),
+        )
         """
     )
-    harness.assert_all_close(np.load(tmp_path / "y.npy"), model(x), rtol=1e-5, atol=1e-5)
+    harness.assert_all_close(
+        np.load(tmp_path / "y.npy"), model(x), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.tensorflow_only
 @pytest.mark.parametrize("spatial", [(None, None), (8, 8)])
 def test_saved_model_serves_without_keras_sge(spatial, tmp_path):
     model = sge_model(spatial)
-    x = np.random.default_rng(10).standard_normal((3, 8, 8, 16)).astype("float32")
-    expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path)
+    x = (
+        np.random.default_rng(10)
+        .standard_normal((3, 8, 8, 16))
+        .astype("float32")
+    )
+    expected, served = harness.export_and_serve_in_fresh_process(
+        model, x, tmp_path
+    )
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.tensorflow_only
 def test_saved_model_with_unknown_spatial_dims_serves_other_sizes(tmp_path):
     model = sge_model()
-    x = np.random.default_rng(11).standard_normal((1, 13, 5, 16)).astype("float32")
-    expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path)
+    x = (
+        np.random.default_rng(11)
+        .standard_normal((1, 13, 5, 16))
+        .astype("float32")
+    )
+    expected, served = harness.export_and_serve_in_fresh_process(
+        model, x, tmp_path
+    )
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
     assert os.path.isdir(tmp_path / "saved_model")
 
@@ -331,11 +422,19 @@ def test_export_holds_no_xla_by_default_and_matches_no_xla(tmp_path):
     # a plain `model.export` and one inside `keras_sge.no_xla()` both hold
     # plain ops only, and serve the same outputs.
     model = sge_model()
-    x = np.random.default_rng(12).standard_normal((2, 9, 7, 16)).astype("float32")
+    x = (
+        np.random.default_rng(12)
+        .standard_normal((2, 9, 7, 16))
+        .astype("float32")
+    )
     model.predict(x, verbose=0)  # the fast path traced first must not leak
-    expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path / "default")
+    expected, served = harness.export_and_serve_in_fresh_process(
+        model, x, tmp_path / "default"
+    )
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
     with keras_sge.no_xla():
         model.export(str(tmp_path / "plain"), verbose=False)
     for path in (tmp_path / "default" / "saved_model", tmp_path / "plain"):
-        assert b"XlaMustCompile" not in (path / "saved_model.pb").read_bytes(), path
+        assert (
+            b"XlaMustCompile" not in (path / "saved_model.pb").read_bytes()
+        ), path

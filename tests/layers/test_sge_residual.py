@@ -41,34 +41,49 @@ def layer_and_inputs(data_format, dtype, shape=(2, 7, 6, 32), groups=8, seed=0):
     return layer, cast(x), cast(shortcut)
 
 
-
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_output_equals_add_and_relu_of_the_layer(data_format, dtype, compilation):
+def test_fused_output_equals_add_and_relu_of_the_layer(
+    data_format, dtype, compilation
+):
     layer, x, shortcut = layer_and_inputs(data_format, dtype)
     fused = layer(x, shortcut)
     unfused = ops.relu(ops.add(shortcut, keras_sge.SGE.call(layer, x)))
     assert keras.backend.standardize_dtype(fused.dtype) == layer.compute_dtype
-    got, want = (ops.convert_to_numpy(ops.cast(t, "float32")) for t in (fused, unfused))
+    got, want = (
+        ops.convert_to_numpy(ops.cast(t, "float32")) for t in (fused, unfused)
+    )
     harness.assert_finite(got)
     # float32: rounding only; mixed: the compute dtype's rounding of x * gate
     # (the fused function may keep it unrounded before the add).
-    eps = {"float32": 1e-6, "mixed_float16": 1e-3, "mixed_bfloat16": 8e-3}[dtype]
-    np.testing.assert_allclose(got, want, rtol=2 * eps, atol=2 * eps * np.abs(want).max())
+    eps = {"float32": 1e-6, "mixed_float16": 1e-3, "mixed_bfloat16": 8e-3}[
+        dtype
+    ]
+    np.testing.assert_allclose(
+        got, want, rtol=2 * eps, atol=2 * eps * np.abs(want).max()
+    )
     # The gate the fused output used is `SGE.gate`.
     gate = ops.convert_to_numpy(layer.gate(x))
-    x32, s32 = (ops.convert_to_numpy(ops.cast(t, "float32")) for t in (x, shortcut))
+    x32, s32 = (
+        ops.convert_to_numpy(ops.cast(t, "float32")) for t in (x, shortcut)
+    )
     if data_format == "channels_last":
         gated = x32 * np.repeat(gate, x32.shape[-1] // layer.groups, axis=-1)
     else:
         gated = x32 * np.repeat(gate, x32.shape[1] // layer.groups, axis=1)
     expected = np.maximum(s32 + gated, 0.0)
-    np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=4 * eps * np.abs(expected).max())
+    np.testing.assert_allclose(
+        got, expected, rtol=4 * eps, atol=4 * eps * np.abs(expected).max()
+    )
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("shape, groups", [((2, 7, 5, 16), 4), ((1, 9, 9, 64), 8), ((2, 3, 2, 8), 1)])
-def test_fused_gradient_equals_autodiff_of_the_composition(data_format, shape, groups, compilation):
+@pytest.mark.parametrize(
+    "shape, groups", [((2, 7, 5, 16), 4), ((1, 9, 9, 64), 8), ((2, 3, 2, 8), 1)]
+)
+def test_fused_gradient_equals_autodiff_of_the_composition(
+    data_format, shape, groups, compilation
+):
     rng = np.random.default_rng(sum(shape) + groups)
     x, gamma, beta, upstream = random_case(rng, data_format, shape, groups, 3.0)
     shortcut = rng.standard_normal(x.shape).astype("float32")
@@ -78,47 +93,83 @@ def test_fused_gradient_equals_autodiff_of_the_composition(data_format, shape, g
         return sge_ops.sge_residual_relu(x, shortcut, gamma, beta, **config)
 
     def composition(x, shortcut, gamma, beta):
-        return ops.relu(shortcut + sge_ops.sge_output_autodiff(x, gamma, beta, **config))
+        return ops.relu(
+            shortcut + sge_ops.sge_output_autodiff(x, gamma, beta, **config)
+        )
 
     got = vjp(fused, [x, shortcut, gamma, beta], upstream)
     want = vjp(composition, [x, shortcut, gamma, beta], upstream)
     for name, g, w in zip(["x", "shortcut", "gamma", "beta"], got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(w).max()), err_msg=f"d{name}")
+        np.testing.assert_allclose(
+            g,
+            w,
+            rtol=1e-4,
+            atol=1e-5 * max(1.0, np.abs(w).max()),
+            err_msg=f"d{name}",
+        )
     # The ReLU is active somewhere and not everywhere: both branches tested.
     assert 0 < np.count_nonzero(got[1]) < got[1].size
 
 
 def test_shortcut_of_another_shape_is_rejected():
     layer = SGEResidual(2, data_format="channels_last")
-    with pytest.raises(ValueError, match=r"`shortcut` must have the shape of the input.*\(1, 4, 4, 4\)"):
-        layer(np.ones((1, 4, 4, 8), "float32"), np.ones((1, 4, 4, 4), "float32"))
+    with pytest.raises(
+        ValueError,
+        match=r"`shortcut` must have the shape of the input.*\(1, 4, 4, 4\)",
+    ):
+        layer(
+            np.ones((1, 4, 4, 8), "float32"), np.ones((1, 4, 4, 4), "float32")
+        )
 
 
 def test_is_an_sge_layer_with_the_same_config():
-    layer = SGEResidual(4, epsilon=1e-3, gamma_initializer="ones", name="block_sge")
+    layer = SGEResidual(
+        4, epsilon=1e-3, gamma_initializer="ones", name="block_sge"
+    )
     assert isinstance(layer, keras_sge.SGE)
     config = layer.get_config()
-    assert config == keras_sge.SGE(4, epsilon=1e-3, gamma_initializer="ones", name="block_sge").get_config()
-    assert keras.saving.get_registered_name(SGEResidual) == "keras_sge>SGEResidual"
+    assert (
+        config
+        == keras_sge.SGE(
+            4, epsilon=1e-3, gamma_initializer="ones", name="block_sge"
+        ).get_config()
+    )
+    assert (
+        keras.saving.get_registered_name(SGEResidual) == "keras_sge>SGEResidual"
+    )
 
 
 def residual_model(spatial=(None, None)):
     inputs = keras.Input((*spatial, 16))
     shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
     x = keras.layers.Conv2D(16, 3, padding="same", name="branch")(inputs)
-    sge = SGEResidual(4, gamma_initializer="random_normal", beta_initializer="random_normal", name="sge")
+    sge = SGEResidual(
+        4,
+        gamma_initializer="random_normal",
+        beta_initializer="random_normal",
+        name="sge",
+    )
     x = sge(x, shortcut)
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
 
-def test_functional_model_with_residual_round_trips_config_and_keras_file(tmp_path):
+def test_functional_model_with_residual_round_trips_config_and_keras_file(
+    tmp_path,
+):
     model = residual_model()
-    x = np.random.default_rng(1).standard_normal((2, 7, 6, 16)).astype("float32")
+    x = (
+        np.random.default_rng(1)
+        .standard_normal((2, 7, 6, 16))
+        .astype("float32")
+    )
     expected = ops.convert_to_numpy(model(x))
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     harness.assert_all_close(clone(x), expected, rtol=1e-5, atol=1e-6)
-    parents = {node.operation.name for node in clone.get_layer("sge")._inbound_nodes[0].parent_nodes}
+    parents = {
+        node.operation.name
+        for node in clone.get_layer("sge")._inbound_nodes[0].parent_nodes
+    }
     assert parents == {"branch", "shortcut"}
     path = harness.run_keras_saving_test(model, x, tmp_path)
     loaded = keras.saving.load_model(path)
@@ -129,12 +180,20 @@ def test_functional_model_with_residual_round_trips_config_and_keras_file(tmp_pa
 @pytest.mark.parametrize("plain", [False, True], ids=["default", "no_xla"])
 def test_saved_model_with_residual_serves_without_keras_sge(plain, tmp_path):
     model = residual_model()
-    x = np.random.default_rng(2).standard_normal((3, 8, 5, 16)).astype("float32")
+    x = (
+        np.random.default_rng(2)
+        .standard_normal((3, 8, 5, 16))
+        .astype("float32")
+    )
     if plain:
         with keras_sge.no_xla():
-            expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path)
+            expected, served = harness.export_and_serve_in_fresh_process(
+                model, x, tmp_path
+            )
     else:
-        expected, served = harness.export_and_serve_in_fresh_process(model, x, tmp_path)
+        expected, served = harness.export_and_serve_in_fresh_process(
+            model, x, tmp_path
+        )
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -147,4 +206,7 @@ def test_training_step_with_residual_updates_gamma_and_beta():
     before = [w.copy() for w in model.get_layer("sge").get_weights()]
     model.fit(x, y, epochs=1, verbose=0)
     after = model.get_layer("sge").get_weights()
-    assert all(np.all(np.isfinite(a)) and not np.allclose(a, b) for a, b in zip(after, before))
+    assert all(
+        np.all(np.isfinite(a)) and not np.allclose(a, b)
+        for a, b in zip(after, before)
+    )

@@ -28,18 +28,28 @@ def vjp(fn, args, upstream):
         with tf.GradientTape() as tape:
             tape.watch(args)
             output = fn(*args)
-        grads = tape.gradient(output, args, output_gradients=tf.convert_to_tensor(upstream))
+        grads = tape.gradient(
+            output, args, output_gradients=tf.convert_to_tensor(upstream)
+        )
     elif backend == "jax":
         import jax
 
         _, pullback = jax.vjp(fn, *[ops.convert_to_tensor(a) for a in args])
-        grads = pullback(ops.convert_to_tensor(upstream, dtype=str(np.asarray(upstream).dtype)))
+        grads = pullback(
+            ops.convert_to_tensor(
+                upstream, dtype=str(np.asarray(upstream).dtype)
+            )
+        )
     elif backend == "torch":
         import torch
 
-        args = [ops.convert_to_tensor(a).detach().requires_grad_(True) for a in args]
+        args = [
+            ops.convert_to_tensor(a).detach().requires_grad_(True) for a in args
+        ]
         output = fn(*args)
-        grads = torch.autograd.grad(output, args, ops.convert_to_tensor(upstream))
+        grads = torch.autograd.grad(
+            output, args, ops.convert_to_tensor(upstream)
+        )
     else:
         pytest.skip(f"no gradients on backend {backend}")
     return [ops.convert_to_numpy(ops.cast(g, "float32")) for g in grads]
@@ -65,11 +75,20 @@ def compilation(request):
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize(
     "shape, groups, scale",
-    [((2, 7, 5, 16), 4, 1.0), ((1, 9, 9, 64), 8, 30.0), ((3, 4, 6, 12), 12, 0.1), ((2, 3, 2, 8), 1, 1.0)],
+    [
+        ((2, 7, 5, 16), 4, 1.0),
+        ((1, 9, 9, 64), 8, 30.0),
+        ((3, 4, 6, 12), 12, 0.1),
+        ((2, 3, 2, 8), 1, 1.0),
+    ],
 )
-def test_custom_gradient_equals_autodiff(data_format, shape, groups, scale, compilation):
+def test_custom_gradient_equals_autodiff(
+    data_format, shape, groups, scale, compilation
+):
     rng = np.random.default_rng(sum(shape) + groups)
-    x, gamma, beta, upstream = random_case(rng, data_format, shape, groups, scale)
+    x, gamma, beta, upstream = random_case(
+        rng, data_format, shape, groups, scale
+    )
     config = {"groups": groups, "epsilon": 1e-5, "data_format": data_format}
 
     def fast(x, gamma, beta):
@@ -80,9 +99,15 @@ def test_custom_gradient_equals_autodiff(data_format, shape, groups, scale, comp
 
     fast_grads = vjp(fast, [x, gamma, beta], upstream)
     reference_grads = vjp(autodiff, [x, gamma, beta], upstream)
-    for name, got, expected in zip(["x", "gamma", "beta"], fast_grads, reference_grads):
+    for name, got, expected in zip(
+        ["x", "gamma", "beta"], fast_grads, reference_grads
+    ):
         np.testing.assert_allclose(
-            got, expected, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected).max()), err_msg=f"d{name}"
+            got,
+            expected,
+            rtol=1e-4,
+            atol=1e-5 * max(1.0, np.abs(expected).max()),
+            err_msg=f"d{name}",
         )
 
 
@@ -93,9 +118,13 @@ def test_gradient_matches_torch_reference_autograd(data_format):
 
     rng = np.random.default_rng(21)
     groups = 4
-    x_nhwc, gamma, beta, upstream_nhwc = random_case(rng, "channels_last", (2, 6, 7, 32), groups, 3.0)
+    x_nhwc, gamma, beta, upstream_nhwc = random_case(
+        rng, "channels_last", (2, 6, 7, 32), groups, 3.0
+    )
     x_nchw = np.ascontiguousarray(np.transpose(x_nhwc, (0, 3, 1, 2)))
-    upstream_nchw = np.ascontiguousarray(np.transpose(upstream_nhwc, (0, 3, 1, 2)))
+    upstream_nchw = np.ascontiguousarray(
+        np.transpose(upstream_nhwc, (0, 3, 1, 2))
+    )
 
     reference = torch_reference.SpatialGroupEnhance(groups)
     with torch.no_grad():
@@ -103,16 +132,32 @@ def test_gradient_matches_torch_reference_autograd(data_format):
         reference.bias.copy_(torch.from_numpy(beta).view(1, groups, 1, 1))
     tx = torch.from_numpy(x_nchw).requires_grad_(True)
     reference(tx).backward(torch.from_numpy(upstream_nchw))
-    expected = [tx.grad.numpy(), reference.weight.grad.numpy().ravel(), reference.bias.grad.numpy().ravel()]
+    expected = [
+        tx.grad.numpy(),
+        reference.weight.grad.numpy().ravel(),
+        reference.bias.grad.numpy().ravel(),
+    ]
 
-    x, upstream = (x_nhwc, upstream_nhwc) if data_format == "channels_last" else (x_nchw, upstream_nchw)
+    x, upstream = (
+        (x_nhwc, upstream_nhwc)
+        if data_format == "channels_last"
+        else (x_nchw, upstream_nchw)
+    )
     grads = vjp(
-        lambda x, g, b: sge_ops.sge_output(x, g, b, groups, 1e-5, data_format), [x, gamma, beta], upstream
+        lambda x, g, b: sge_ops.sge_output(x, g, b, groups, 1e-5, data_format),
+        [x, gamma, beta],
+        upstream,
     )
     if data_format == "channels_last":
         grads[0] = np.transpose(grads[0], (0, 3, 1, 2))
     for name, got, want in zip(["x", "gamma", "beta"], grads, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(), err_msg=f"d{name}")
+        np.testing.assert_allclose(
+            got,
+            want,
+            rtol=1e-4,
+            atol=1e-5 * np.abs(want).max(),
+            err_msg=f"d{name}",
+        )
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
@@ -123,29 +168,47 @@ def test_compiled_and_op_by_op_paths_agree(data_format):
     for enabled in (True, False):
         previous = sge_ops.set_compilation(enabled)
         try:
-            outputs.append(ops.convert_to_numpy(sge_ops.sge_output(x, gamma, beta, 8, 1e-5, data_format)))
-            gates.append(ops.convert_to_numpy(sge_ops.sge_gate(x, gamma, beta, 8, 1e-5, data_format)))
+            outputs.append(
+                ops.convert_to_numpy(
+                    sge_ops.sge_output(x, gamma, beta, 8, 1e-5, data_format)
+                )
+            )
+            gates.append(
+                ops.convert_to_numpy(
+                    sge_ops.sge_gate(x, gamma, beta, 8, 1e-5, data_format)
+                )
+            )
         finally:
             sge_ops.set_compilation(previous)
-    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5 * np.abs(outputs[1]).max())
+    np.testing.assert_allclose(
+        outputs[0], outputs[1], rtol=1e-5, atol=1e-5 * np.abs(outputs[1]).max()
+    )
     np.testing.assert_allclose(gates[0], gates[1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("case", ["one_by_one", "constant"])
-def test_gradient_is_finite_where_the_std_is_zero(data_format, case, compilation):
+def test_gradient_is_finite_where_the_std_is_zero(
+    data_format, case, compilation
+):
     # Autodiff through sqrt(0) gives NaN here; the VJP defines that term 0.
     rng = np.random.default_rng(4)
     if case == "one_by_one":
-        x, gamma, beta, upstream = random_case(rng, data_format, (3, 1, 1, 8), 2)
+        x, gamma, beta, upstream = random_case(
+            rng, data_format, (3, 1, 1, 8), 2
+        )
     else:
         # 4x4 and 0.5: the means are exact in any summation order, so the
         # centred map is exactly 0 (with rounding noise in the mean the
         # 1/(std + eps) normalisation legitimately amplifies it).
-        _, gamma, beta, upstream = random_case(rng, data_format, (2, 4, 4, 8), 2)
+        _, gamma, beta, upstream = random_case(
+            rng, data_format, (2, 4, 4, 8), 2
+        )
         x = np.full(upstream.shape, 0.5, "float32")
     dx, dgamma, dbeta = vjp(
-        lambda x, g, b: sge_ops.sge_output(x, g, b, 2, 1e-5, data_format), [x, gamma, beta], upstream
+        lambda x, g, b: sge_ops.sge_output(x, g, b, 2, 1e-5, data_format),
+        [x, gamma, beta],
+        upstream,
     )
     for grad in (dx, dgamma, dbeta):
         assert np.all(np.isfinite(grad))
@@ -161,16 +224,24 @@ def test_gradient_is_finite_where_the_std_is_zero(data_format, case, compilation
         shape = [1, 1, 1, 1]
         shape[axis] = 8
         per_channel = np.repeat(gate, 4).reshape(shape)
-        np.testing.assert_allclose(dx, upstream * per_channel, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            dx, upstream * per_channel, rtol=1e-5, atol=1e-6
+        )
     expected_dbeta = (upstream * x).reshape(-1, *x.shape[1:])
-    expected_dbeta = np.moveaxis(expected_dbeta, axis, -1).reshape(-1, 2, 4).sum(axis=(0, 2)) * gate * (1 - gate)
+    expected_dbeta = (
+        np.moveaxis(expected_dbeta, axis, -1).reshape(-1, 2, 4).sum(axis=(0, 2))
+        * gate
+        * (1 - gate)
+    )
     np.testing.assert_allclose(dbeta, expected_dbeta, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("policy", harness.MIXED_POLICIES)
 def test_mixed_precision_gradient_dtype_and_accuracy(policy):
     rng = np.random.default_rng(5)
-    x, gamma, beta, upstream = random_case(rng, "channels_last", (2, 8, 8, 64), 4, 10.0)
+    x, gamma, beta, upstream = random_case(
+        rng, "channels_last", (2, 8, 8, 64), 4, 10.0
+    )
     layer = keras_sge.SGE(4, data_format="channels_last", dtype=policy)
     compute = layer.compute_dtype
     x_low = ops.convert_to_numpy(ops.cast(x, compute)).astype("float32")
@@ -182,11 +253,21 @@ def test_mixed_precision_gradient_dtype_and_accuracy(policy):
         return ops.cast(output, "float32")
 
     got = vjp(low, [x_low, gamma, beta], upstream)
-    want = vjp(lambda x, g, b: sge_ops.sge_output_autodiff(x, g, b, **config), [x_low, gamma, beta], upstream)
+    want = vjp(
+        lambda x, g, b: sge_ops.sge_output_autodiff(x, g, b, **config),
+        [x_low, gamma, beta],
+        upstream,
+    )
     tolerance = 3e-2 if policy == "mixed_bfloat16" else 5e-3
     for name, a, b in zip(["x", "gamma", "beta"], got, want):
         assert np.all(np.isfinite(a)), name
-        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * np.abs(b).max(), err_msg=f"d{name}")
+        np.testing.assert_allclose(
+            a,
+            b,
+            rtol=tolerance,
+            atol=tolerance * np.abs(b).max(),
+            err_msg=f"d{name}",
+        )
 
 
 def test_training_step_updates_gamma_and_beta():
@@ -203,7 +284,9 @@ def test_training_step_updates_gamma_and_beta():
     rng = np.random.default_rng(6)
     images = rng.standard_normal((8, 8, 8, 16)).astype("float32")
     labels = rng.integers(0, 3, 8)
-    before = [ops.convert_to_numpy(w).copy() for w in model.get_layer("sge").weights]
+    before = [
+        ops.convert_to_numpy(w).copy() for w in model.get_layer("sge").weights
+    ]
     model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
     after = [ops.convert_to_numpy(w) for w in model.get_layer("sge").weights]
     for b, a in zip(before, after):
@@ -221,7 +304,11 @@ def _small_classifier():
     x = keras_sge.SGE(4, gamma_initializer="random_normal")(inputs)
     outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
     return model
 
 
@@ -237,7 +324,9 @@ def _tf_function_of_predict_step(model):
     return tf.function(model.predict_step)  # AutoGraph converts the step
 
 
-_IMAGES = np.random.default_rng(7).standard_normal((4, 8, 8, 16)).astype("float32")
+_IMAGES = (
+    np.random.default_rng(7).standard_normal((4, 8, 8, 16)).astype("float32")
+)
 _LABELS = np.array([0, 1, 2, 0])
 
 
@@ -256,10 +345,22 @@ _LABELS = np.array([0, 1, 2, 0])
         (lambda m: _tf_function(m, training=None)(_IMAGES), False),
         (lambda m: m.export("exported", verbose=False), False),
     ],
-    ids=["eager", "fit", "evaluate", "predict", "train_on_batch", "predict_on_batch",
-         "tf_function_training", "tf_function_predict_step", "tf_function", "export"],
+    ids=[
+        "eager",
+        "fit",
+        "evaluate",
+        "predict",
+        "train_on_batch",
+        "predict_on_batch",
+        "tf_function_training",
+        "tf_function_predict_step",
+        "tf_function",
+        "export",
+    ],
 )
-def test_compiled_functions_only_where_no_export_can_see_them(run, compiled, monkeypatch, tmp_path):
+def test_compiled_functions_only_where_no_export_can_see_them(
+    run, compiled, monkeypatch, tmp_path
+):
     # Eager calls and Keras's execution graphs (never saved) get the XLA
     # functions; every other graph, where an export may trace, plain ops.
     chosen = []

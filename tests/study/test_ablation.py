@@ -14,8 +14,9 @@ pytestmark = pytest.mark.tensorflow_only
 
 ABLATION_PY = os.path.join(REPO_ROOT, "examples", "ablation.py")
 TINY = [
-    "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--image-size", "32", "--train-images", "32",
-    "--val-images", "24", "--inspect-images", "8", "--jobs", "1", "--verbose", "0",
+    "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--image-size", "32",
+    "--train-images", "32", "--val-images", "24", "--inspect-images", "8",
+    "--jobs", "1", "--verbose", "0",
 ]  # fmt: skip
 
 
@@ -30,34 +31,63 @@ def ablation():
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_tiny_study_writes_the_table_figures_and_raw_results(ablation, tmp_path):
+def test_tiny_study_writes_the_table_figures_and_raw_results(
+    ablation, tmp_path
+):
     out = str(tmp_path / "study")
     assert ablation.main(TINY + ["--out", out]) == 0
     with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     assert results["complete"] and results["wall_seconds"] > 0
-    assert results["machine"]["cpu_count"] == os.cpu_count() and results["machine"]["tensorflow"]
-    assert results["config"]["seeds"] == 1 and "examples/ablation.py" in results["config"]["command"]
-    assert [(r["variant"], r["seed"]) for r in results["runs"]] == [("sge", 0), ("plain", 0), ("flat", 0)]
+    assert (
+        results["machine"]["cpu_count"] == os.cpu_count()
+        and results["machine"]["tensorflow"]
+    )
+    assert (
+        results["config"]["seeds"] == 1
+        and "examples/ablation.py" in results["config"]["command"]
+    )
+    assert [(r["variant"], r["seed"]) for r in results["runs"]] == [
+        ("sge", 0),
+        ("plain", 0),
+        ("flat", 0),
+    ]
     for run in results["runs"]:
         assert 0 <= run["accuracy"] <= 1 and run["train_seconds"] > 0
     sge = results["runs"][0]
-    assert len(sge["localisation"]) == len(sge["localisation_init"]) == 8  # two SGE layers per stage
+    assert (
+        len(sge["localisation"]) == len(sge["localisation_init"]) == 8
+    )  # two SGE layers per stage
     for layer, measures in sge["localisation_init"].items():
         # At initialisation every gate is sigmoid(1): no preference, measured.
         assert measures["gate_ratio"] == pytest.approx(1.0, abs=1e-9), layer
         assert measures["gate_auc"] == pytest.approx(0.5, abs=1e-9), layer
         assert measures["gate_spread"] == 0.0, layer
-        assert measures["norm_ratio_after"] == pytest.approx(measures["norm_ratio_before"], rel=1e-5), layer
+        assert measures["norm_ratio_after"] == pytest.approx(
+            measures["norm_ratio_before"], rel=1e-5
+        ), layer
     for layer, parameters in results["runs"][2]["sge_parameters"].items():
-        assert parameters["gamma_abs_mean"] == 0.0, layer  # frozen: the gate stays flat
+        assert parameters["gamma_abs_mean"] == 0.0, (
+            layer
+        )  # frozen: the gate stays flat
     assert set(results["summary"]["accuracy"]) == {"sge", "plain", "flat"}
-    assert set(results["summary"]["differences"]) == {"sge-plain", "flat-plain", "sge-flat"}
-    assert results["summary"]["differences"]["sge-plain"]["ci95"] is None  # one seed: no noise estimate
+    assert set(results["summary"]["differences"]) == {
+        "sge-plain",
+        "flat-plain",
+        "sge-flat",
+    }
+    assert (
+        results["summary"]["differences"]["sge-plain"]["ci95"] is None
+    )  # one seed: no noise estimate
 
     with open(os.path.join(out, "RESULTS.md"), encoding="utf-8") as f:
         table = f.read()
-    for phrase in ("## Accuracy on the held-out images", "## Where the gates point", "conv3_block2_sge", "one seed"):
+    for phrase in (
+        "## Accuracy on the held-out images",
+        "## Where the gates point",
+        "conv3_block2_sge",
+        "one seed",
+    ):
         assert phrase in table
     for name in ("gate_maps.png", "localisation.png"):
         assert_png_not_blank(os.path.join(out, name))
@@ -65,21 +95,34 @@ def test_tiny_study_writes_the_table_figures_and_raw_results(ablation, tmp_path)
 
 def test_paired_difference_tells_noise_from_an_effect(ablation):
     clear = ablation.paired_difference([0.90, 0.91, 0.92], [0.80, 0.80, 0.81])
-    assert clear["mean"] == pytest.approx(0.1067, abs=1e-4) and clear["exceeds_noise"]
+    assert (
+        clear["mean"] == pytest.approx(0.1067, abs=1e-4)
+        and clear["exceeds_noise"]
+    )
     noisy = ablation.paired_difference([0.90, 0.80, 0.85], [0.85, 0.86, 0.83])
-    assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and not noisy["exceeds_noise"]
+    assert (
+        noisy["ci95"][0] < 0 < noisy["ci95"][1] and not noisy["exceeds_noise"]
+    )
 
 
 def test_stage_strides_of_the_resnet_layers(ablation):
-    assert [ablation.stage_stride(f"conv{k}_block1_sge") for k in range(2, 6)] == [4, 8, 16, 32]
+    assert [
+        ablation.stage_stride(f"conv{k}_block1_sge") for k in range(2, 6)
+    ] == [4, 8, 16, 32]
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--seeds", "0"], "--seeds must be positive. Received: 0"),
-        (["--inspect-images", "50", "--val-images", "40"], "--inspect-images 50 exceeds --val-images 40"),
-        (["--figure-layers", "conv2_block2_sge,conv9_block1_sge"], "Received: 'conv9_block1_sge'"),
+        (
+            ["--inspect-images", "50", "--val-images", "40"],
+            "--inspect-images 50 exceeds --val-images 40",
+        ),
+        (
+            ["--figure-layers", "conv2_block2_sge,conv9_block1_sge"],
+            "Received: 'conv9_block1_sge'",
+        ),
         (["--variants", "sge,se"], "Received: 'se'"),
     ],
 )
@@ -88,8 +131,18 @@ def test_bad_arguments_fail_in_one_line(ablation, capsys, argv, message):
         ablation.parse_args(argv)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ablation.py: error:") and message in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("ablation.py: error:")
+        and message in lines[0]
+    )
 
 
 def test_summary_spreads_over_seeds(ablation):
-    assert ablation.spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2)), "min": 1.0, "max": 3.0, "values": [1.0, 3.0]}
+    assert ablation.spread([1.0, 3.0]) == {
+        "mean": 2.0,
+        "std": pytest.approx(np.sqrt(2)),
+        "min": 1.0,
+        "max": 3.0,
+        "values": [1.0, 3.0],
+    }
