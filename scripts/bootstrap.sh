@@ -17,14 +17,22 @@ fi
 pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip build
 
-# An unpinned torch from PyPI is a multi-GB CUDA build. Prefer the CPU build:
-# the local wheel this project's CI machines keep (torch 2.13.0+cpu, found
-# through pip's find-links), else PyTorch's CPU index, else PyPI's default.
-if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  pip install -q "torch==2.13.0+cpu" 2>/dev/null \
-    || pip install -q --retries 1 --timeout 20 torch --index-url https://download.pytorch.org/whl/cpu \
-      --extra-index-url https://pypi.org/simple \
-    || pip install -q "torch>=2.5"
+# PyPI's torch for Linux is a multi-GB CUDA build. Pin the tested release's
+# CPU build (+cpu), which PyTorch's CPU index has (and pip's find-links may);
+# that index is only an extra one, and where it is unreachable pip gives up
+# on it at once instead of retrying for minutes. Elsewhere PyPI's wheels are
+# CPU builds. torch alone (--no-deps): its dependencies come with the extras
+# below, with pip's usual retries. An installed torch is kept.
+case "$(uname -s)" in
+  Linux) torch_req="torch==2.13.0+cpu" ;;
+  *) torch_req="torch==2.13.0" ;;
+esac
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; m.version('torch')" 2>/dev/null; then
+  pip install -q --no-deps --retries 0 --timeout 10 \
+    --extra-index-url https://download.pytorch.org/whl/cpu "$torch_req" || {
+    echo "bootstrap: no $torch_req found; install a CPU build of torch into $VENV first" >&2
+    exit 1
+  }
 fi
 
 rm -rf dist

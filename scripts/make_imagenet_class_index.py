@@ -26,7 +26,10 @@ import zipfile
 
 MEMBER = "keras_hub/src/utils/imagenet/imagenet_utils.py"
 DEFAULT_OUTPUT = (
-    pathlib.Path(__file__).resolve().parents[1] / "keras_sge" / "data" / "imagenet_class_index.json"
+    pathlib.Path(__file__).resolve().parents[1]
+    / "keras_sge"
+    / "data"
+    / "imagenet_class_index.json"
 )
 
 
@@ -43,12 +46,15 @@ def parse_class_index(source):
     """Returns {index: (wnid, name)} from the `IMAGENET_NAMES = {...}` literal."""
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and any(
-            isinstance(target, ast.Name) and target.id == "IMAGENET_NAMES" for target in node.targets
+            isinstance(target, ast.Name) and target.id == "IMAGENET_NAMES"
+            for target in node.targets
         ):
             names = ast.literal_eval(node.value)
             break
     else:
-        raise ValueError("No `IMAGENET_NAMES = {...}` assignment found in the source.")
+        raise ValueError(
+            "No `IMAGENET_NAMES = {...}` assignment found in the source."
+        )
     if sorted(names) != list(range(1000)):
         raise ValueError(f"Expected classes 0..999, got {len(names)} entries.")
     return names
@@ -56,12 +62,16 @@ def parse_class_index(source):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help="keras-hub wheel or imagenet_utils.py")
+    parser.add_argument(
+        "--source", required=True, help="keras-hub wheel or imagenet_utils.py"
+    )
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     args = parser.parse_args(argv)
     names = parse_class_index(read_source(args.source))
     index = {str(i): list(names[i]) for i in range(1000)}
-    pathlib.Path(args.output).write_text(json.dumps(index) + "\n", encoding="utf-8")
+    pathlib.Path(args.output).write_text(
+        json.dumps(index) + "\n", encoding="utf-8"
+    )
     print(f"Wrote {len(index)} classes to {args.output}")
 
 

@@ -578,3 +578,13 @@ def SGEResNet152(
 SGEResNet152.__doc__ = _docstring(
     152, "SGE-ResNet-152", "Bottleneck, [3, 8, 36, 3]"
 )
+
+
+# depth -> public builder.
+BUILDERS = {
+    18: SGEResNet18,
+    34: SGEResNet34,
+    50: SGEResNet50,
+    101: SGEResNet101,
+    152: SGEResNet152,
+}

@@ -12,19 +12,14 @@ import numpy as np
 import pytest
 
 from keras_sge import applications
+from keras_sge.applications import resnet
 from keras_sge.applications.architectures import PARAMETER_COUNTS
 from keras_sge.layers.sge import SGE
 from keras_sge.layers.sge_residual import SGEResidual
 from tests import harness
 from tests.applications import parity
 
-BUILDERS = {
-    18: applications.SGEResNet18,
-    34: applications.SGEResNet34,
-    50: applications.SGEResNet50,
-    101: applications.SGEResNet101,
-    152: applications.SGEResNet152,
-}
+BUILDERS = resnet.BUILDERS
 
 
 def trainable_count(model):
