@@ -40,11 +40,14 @@ def _numpy_scalar_globals():
     rebuild plain numbers and dtypes and cannot run code. Files written
     with numpy 1.x name the scalar constructor `numpy.core.multiarray`,
     files written with numpy 2 `numpy._core.multiarray`; both are allowed,
-    whichever numpy runs here (numpy 1.x has no `numpy._core`).
+    whichever numpy runs here.
     """
-    multiarray = (
-        np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    )
+    try:
+        # numpy 2. numpy 1.26 has a `numpy._core` stub without `multiarray`,
+        # so `hasattr(np, "_core")` is not the test.
+        from numpy._core import multiarray
+    except ImportError:
+        from numpy.core import multiarray
     scalar = multiarray.scalar
     names = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
     dtype_classes = [
