@@ -8,7 +8,8 @@ minute on 2 CPU cores):
 
 Every artifact is written with the plain Keras call a user would make,
 except the int8 LiteRT file (`keras_sge.litert.export_integer`, because
-Keras's full-integer export refuses SGE layers):
+the file Keras's full-integer export writes can fail at run time in SGE's
+int8 division; see keras_sge/litert.py):
 
 - `Keras`: the model itself, `predict_on_batch` (the reference);
 - `SavedModel`: `model.export(dir)`, run by `tf.saved_model.load`;

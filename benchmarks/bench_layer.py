@@ -12,10 +12,8 @@ Variants, timed interleaved in one process (see benchmarks/common.py):
   (2 reads, 1 write): the yardstick.
 - `SGE (before)`: benchmarks/baseline_sge.py, the first, straightforward layer
   (straightforward keras.ops, autodiff gradient).
-- `SGE`: keras_sge.SGE as it is now (compiled forward/backward, custom VJP).
-- `SGE (ops only)`: the same code with backend compilation switched off
-  (`sge_ops.set_compilation(False)`): what the formulation alone gives,
-  and what a bare `tf.function` around the layer runs (see `sge_ops`).
+- `SGE`: keras_sge.SGE as it is now (one code path in plain ops, custom
+  VJP), the same ops every mode and every exported graph runs.
 - `SGE (other)` (`--compare-with DIR`): the layer of another checkout of
   keras_sge (e.g. `git archive` of an earlier commit, unpacked in DIR),
   imported beside this one: a before/after comparison in one process.
@@ -36,7 +34,6 @@ from keras import ops  # noqa: E402
 import keras_sge  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.baseline_sge import BaselineSGE  # noqa: E402
-from keras_sge.layers import sge_ops  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -156,19 +153,6 @@ def wrap(fn, mode):
     return fn
 
 
-def compiled_flag(enabled, fn):
-    """Calls fn with sge_ops compilation set to `enabled` (restored after)."""
-
-    def run(*args):
-        previous = sge_ops.set_compilation(enabled)
-        try:
-            return fn(*args)
-        finally:
-            sge_ops.set_compilation(previous)
-
-    return run
-
-
 def build_variants(args, mode):
     shape = tuple(int(v) for v in args.shape.split(","))
     policy = keras.dtype_policies.get(args.dtype)
@@ -210,36 +194,26 @@ def build_variants(args, mode):
     def xy(x, g, b):
         return x * y_other
 
-    def layer_fn(layer, **call_kwargs):
+    def layer_fn(layer):
         def f(x, g, b):
-            return layer.stateless_call([g, b], [], x, **call_kwargs)[0]
+            return layer.stateless_call([g, b], [], x)[0]
 
         return f
 
     forward = {
         "x*y": xy,
         "SGE (before)": layer_fn(old),
-        # training=True: the compiled functions, as in Keras's fit/predict
-        # graphs (a bare tf.function, what exports trace, gets the plain
-        # ops of `SGE (ops only)`); the maths is the same either way.
-        "SGE": compiled_flag(True, layer_fn(new, training=True)),
+        "SGE": layer_fn(new),
     }
     if args.compare_with:
-        forward["SGE (other)"] = layer_fn(
-            other
-        )  # with that checkout's own default compilation
-    if (
-        not (keras.backend.backend() == "tensorflow" and mode == "xla")
-        and keras.backend.backend() != "torch"
-    ):
-        forward["SGE (ops only)"] = compiled_flag(False, layer_fn(new))
+        # with that checkout's own defaults (an older one may compile)
+        forward["SGE (other)"] = layer_fn(other)
 
     variants = {}
     for name, fn in forward.items():
         f = wrap(fn, mode)
         variants[("fwd", name)] = lambda f=f: f(x, gamma, beta)
         if not args.no_backward:
-            # The compilation flag is set inside fn, i.e. while tracing.
             g = wrap(grad_fn(fn), mode)
             variants[("fwd+bwd", name)] = lambda g=g: g(x, gamma, beta, dy)
     return variants

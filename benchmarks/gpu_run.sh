@@ -1,7 +1,8 @@
 #!/bin/bash
-# The GPU benchmarks on a machine with an NVIDIA GPU, JAX and no TensorFlow
-# (the Keras JAX backend, mixed precision). Keras and its two dependencies
-# that such a machine may lack travel as wheels in .whl/:
+# SGE's cost on a machine with an NVIDIA GPU, JAX and no TensorFlow: the
+# Keras JAX backend's predict and fit steps (benchmarks/bench_runtimes.py),
+# in mixed precision and float32. Keras and its two dependencies that such
+# a machine may lack travel as wheels in .whl/:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform any -d .whl \
 #     keras==3.15.1 namex optree
@@ -11,8 +12,9 @@ export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import keras, jax; print('keras', keras.__version__, 'jax', jax.__version__, jax.devices())" || exit 1
-timeout 75 python3 -m benchmarks.bench_layer --dtype mixed_bfloat16 --rounds 7 --reps 50 --out-dir "$OUT" --no-report
-timeout 60 python3 -m benchmarks.bench_layer --dtype mixed_float16 --rounds 7 --reps 50 --out-dir "$OUT" --no-report
-timeout 210 python3 -m benchmarks.bench_resnet --dtype mixed_bfloat16 --no-before --batches 1,8,32 --train-batch 32 \
-  --rounds 5 --reps 1:20,8:20,32:10 --out-dir "$OUT" --no-report
+run() { timeout "$1" python3 -m benchmarks.bench_runtimes --runtimes jax_predict,jax_fit \
+  --rounds 10 --reps 10 --threads 16 --out-dir "$OUT" "${@:2}"; }
+run 280 --dtype mixed_bfloat16 --batch 32 --tag jax_gpu_mixed_bfloat16_b32
+run 250 --dtype mixed_bfloat16 --batch 8 --tag jax_gpu_mixed_bfloat16_b8
+# float32: run 280 --dtype float32 --batch 32 --tag jax_gpu_float32_b32
 ls -la "$OUT"

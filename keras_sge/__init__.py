@@ -1,10 +1,9 @@
 """keras_sge: Spatial Group-wise Enhance (SGE) for Keras 3.
 
 - `keras_sge.SGE`: the layer. Models with it export with Keras's own
-  `model.export` (SavedModel, ONNX, LiteRT) and run without keras_sge;
-  `keras_sge.no_xla()` switches the layer's XLA fast path off everywhere.
+  `model.export` (SavedModel, ONNX, LiteRT) and run without keras_sge.
 - `keras_sge.layers`: `SGE`, `SGEResidual` (a residual block's end with
-  SGE, fused) and `SqueezeExcite`, one module each.
+  SGE) and `SqueezeExcite`, one module each.
 - `keras_sge.applications`: SGE-ResNet-18/34/50/101/152 (and SE / plain
   variants), preprocessing, ImageNet labels, C2-C5 features, official
   PyTorch checkpoints on load.
@@ -25,7 +24,6 @@ import importlib
 
 from keras_sge import layers
 from keras_sge.layers.sge import SGE
-from keras_sge.layers.sge_ops import no_xla
 from keras_sge.version import __version__
 
 _LAZY_SUBMODULES = (
@@ -38,7 +36,7 @@ _LAZY_SUBMODULES = (
     "training",
 )
 
-__all__ = ["SGE", "layers", "no_xla", "__version__", *_LAZY_SUBMODULES]
+__all__ = ["SGE", "layers", "__version__", *_LAZY_SUBMODULES]
 
 
 def __getattr__(name):

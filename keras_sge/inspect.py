@@ -242,7 +242,7 @@ def _run_batch(probe, layers, batch):
     for layer in layers:
         inputs, outputs = results[layer.name]
         if _has_residual(layer):
-            # The fused output is past the add and ReLU: SGE's own output
+            # The layer's output is past the add and ReLU: SGE's own output
             # is the base class's call on the same layer (same gate).
             outputs = SGE.call(layer, inputs)
         values[layer.name] = tuple(

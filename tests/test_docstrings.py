@@ -109,7 +109,6 @@ def test_examples_are_found():
     ids = {param.id.rsplit("[", 1)[0] for param in examples()}
     for name in (
         "keras_sge.layers.sge.SGE",
-        "keras_sge.layers.sge_ops.no_xla",
         "keras_sge.applications.resnet.SGEResNet152",
     ):
         assert name in ids, sorted(ids)

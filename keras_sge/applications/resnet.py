@@ -12,7 +12,7 @@ ResNet ("v1.5"), not `keras.applications.ResNet50` ("v1"):
   layers asymmetrically, which would shift every feature map by a pixel);
 - the block's attention sits after the last BN of its residual branch,
   before the add. SGE blocks end with one `SGEResidual` layer that computes
-  SGE, the add and the ReLU in one compiled function; other attentions
+  SGE, the add and the ReLU; other attentions
   (SE, a callable) are followed by `Add` and `ReLU` layers.
 
 Layer names follow `keras.applications.ResNet50`

@@ -1,8 +1,8 @@
 """Attention layers, one module each.
 
 - `SGE`: Spatial Group-wise Enhance (the paper's layer); `sge_ops` holds
-  its maths as functions (forward, hand-written gradient, dispatch).
-- `SGEResidual`: `relu(shortcut + SGE(x))` as one fused op, the end of an
+  its maths as functions (forward, hand-written gradient, layouts).
+- `SGEResidual`: `relu(shortcut + SGE(x))` as one layer, the end of an
   SGE-ResNet block.
 - `SqueezeExcite`: Squeeze-and-Excitation, the paper's main comparison.
 """

@@ -45,24 +45,18 @@ class SGE(keras.layers.Layer):
     the output comes back in the compute dtype, so the layer is safe under
     `mixed_float16` and `mixed_bfloat16`.
 
-    Speed: SGE is bandwidth-bound, so the layer is written for few passes
-    over the feature map (see `keras_sge.layers.sge_ops`): on TensorFlow its
-    forward and backward each run as one XLA-compiled function when called
-    eagerly and inside the graphs of Keras's `fit`, `evaluate` and
-    `predict` (compiled once per input shape), on JAX under `jax.jit`, and
-    the gradient is a hand-written VJP that reuses the forward's gate and
-    statistics. It matches the autodiff gradient, but is finite on a 1x1 or
-    constant map, where autodiff through the zero std gives NaN.
-
-    Export: any other TensorFlow graph, such as the ones `model.export`
-    (SavedModel, ONNX, LiteRT) and `tf.saved_model.save` trace, gets the
-    same maths as plain TensorFlow ops, so the artifacts run without XLA
-    and without keras_sge (TF Serving, onnxruntime, LiteRT). A custom
-    training loop gets the compiled functions when it calls the model with
-    `training=True` or through `model.train_step`; see
-    `keras_sge.layers.sge_ops.set_compilation`. Full-integer (int8) LiteRT
-    quantization, which breaks SGE's normalisation, is refused with an
-    error; `keras_sge.litert.export_integer` quantizes the rest of the
+    Speed and export: SGE is bandwidth-bound, so the layer is written as
+    a few passes over the feature map in plain tensor ops (see
+    `keras_sge.layers.sge_ops`) that every runtime runs well without a
+    fusing compiler, and its gradient is a hand-written VJP that reuses the
+    forward's statistics. It matches the autodiff gradient, but is finite
+    on a 1x1 or constant map, where autodiff through the zero std gives
+    NaN. The same ops run in Keras (eager, `fit`, `predict`, any backend)
+    and in every exported graph (`model.export` as SavedModel, ONNX or
+    LiteRT, `tf.saved_model.save`), which run without keras_sge (TF
+    Serving, onnxruntime, LiteRT). Keras's full-integer (int8) LiteRT export
+    runs, but int8 statistics cost accuracy: export such models with
+    `keras_sge.litert.export_integer`, which quantizes the rest of the
     model and keeps SGE in float.
 
     Args:
@@ -81,9 +75,6 @@ class SGE(keras.layers.Layer):
 
     Call arguments:
         inputs: (N, H, W, C) or (N, C, H, W).
-        training: Keras's `training` flag. The layer computes the same thing
-            either way; `True` tells it the graph is a training graph (see
-            "Export" above).
 
     Example:
 
@@ -182,22 +173,8 @@ class SGE(keras.layers.Layer):
             )
         return channels
 
-    def call(self, inputs, training=None):
-        self._refuse_integer_litert_export()
-        return sge_ops.sge_output(
-            inputs, *self._sge_arguments(), training=training
-        )
-
-    def _refuse_integer_litert_export(self):
-        if sge_ops.integer_litert_export_in_progress():
-            raise ValueError(
-                f"SGE layer {self.name!r} cannot be quantized to full integer: "
-                "int8 rounds the standard deviation it divides by to zero and "
-                "LiteRT's DIV then fails. Use "
-                "keras_sge.litert.export_integer(model, filepath, "
-                "representative_dataset), which keeps SGE in float, or drop "
-                "`representative_dataset` for dynamic-range quantization."
-            )
+    def call(self, inputs):
+        return sge_ops.sge_output(inputs, *self._sge_arguments())
 
     def gate(self, inputs):
         """Returns the sigmoid gate: one value per position and group.

@@ -1,287 +1,300 @@
-"""The SGE computation as functions: forward, hand-written gradient, dispatch.
+"""The SGE computation as functions: forward, hand-written gradient, layouts.
 
-`keras_sge.SGE` calls `sge_output` and `sge_gate`; `keras_sge.layers.SGEResidual`
-calls `sge_residual_relu`, the same forward and gradient with a residual block's
-add and ReLU in the same compiled function.
+`keras_sge.SGE` calls `sge_output` and `sge_gate`. There is one code path:
+the same tensor ops run eagerly, inside Keras's `fit`/`predict`, inside a
+`tf.function` the user writes, and in every exported graph (SavedModel,
+ONNX, LiteRT), so what is measured in Keras is what is served.
 
-Why not just the layer's ops and autodiff:
+SGE is bandwidth-bound (its FLOPs are negligible), so the ops are chosen
+for the fewest and cheapest passes over the feature map, in a form each
+runtime executes well without a fusing compiler:
 
-- Passes over memory are the cost (SGE is bandwidth-bound). The math is
-  written so that a fusing compiler makes about four passes over the feature
-  map (group means; similarity map; gate multiply = read + write), and the
-  gradient about five (<dy, x> per position; the mean term; dx = read dy +
-  write), with the (N, H*W, G) statistics in between.
-- On the TensorFlow backend each of `sge_output`'s forward and backward is
-  an XLA-compiled `tf.function` (`jit_compile=True`): TensorFlow's graph
-  executor runs every op as its own kernel (a dozen passes, and slow
-  reductions/broadcasts over the 4- to 32-wide innermost group axis), while
-  XLA fuses them into a few loops. It runs eagerly, or nested inside the
-  graphs Keras's `fit`, `evaluate` and `predict` trace, compiled once per
-  input shape and dtype; every other graph gets the same maths as plain ops
-  (see `set_compilation`), because a graph that may be exported must not
-  hold an XLA-only function. On JAX the same functions run under `jax.jit`.
-  On PyTorch (and if compilation is switched off with
-  `set_compilation(False)`) they run op by op.
-- The gradient is a custom VJP (`keras.ops.custom_gradient`) that reuses
-  the gate, the normalised map and the group means saved by the forward
-  pass, instead of differentiating through a dozen intermediate tensors. It
-  equals the autodiff gradient (tests/layers/test_sge_speed_paths.py), and
-  is finite where autodiff is not: on a 1x1 or spatially constant map the
-  std is 0 and autodiff through `sqrt` gives NaN, here that term is 0.
+- the group means are one spatial mean of the 4D input (no reshape);
+- the similarity map sums `x * mean` over each group's channels, and the
+  gate is broadcast back over them. How depends on the layout (see
+  `_layout`): on TensorFlow in channels_last both are small matrix
+  products with a constant block-diagonal 0/1 matrix over rows of a few
+  groups, which TensorFlow, the LiteRT interpreter and onnxruntime run as
+  dense GEMMs at memory speed, where a reduction or broadcast over the 4-
+  to 32-wide innermost group axis is slow; elsewhere (channels_first, and
+  the JAX and PyTorch backends, where XLA or torch handle the grouped
+  view well) the tensor is viewed as (..., G, C/G) with a group's
+  channels contiguous;
+- the gate multiply is a plain same-shape (or leading-axis broadcast)
+  multiply, which a following residual add and ReLU can fuse with.
 
-Layouts: channels_last works on the view (N, H*W, G, C/G), channels_first on
-(N, G, C/G, H*W); both keep a group's channels contiguous, as the
-reference's NCHW view does. All statistics are float32; the output is in the
-input's dtype.
+Summing by a 0/1 matrix is exact up to float32 summation order: each
+output is a sum of the same products. On GPUs where matrix products run in
+TensorFloat-32 (TensorFlow's default on Ampere and newer), the group sums
+are TF32 like the network's convolutions; switch TF32 off with
+`tf.config.experimental.enable_tensor_float_32_execution(False)` for full
+float32.
+
+The gradient is a custom VJP (`keras.ops.custom_gradient`) that reuses the
+normalised map and the group means saved by the forward pass instead of
+differentiating through a dozen intermediates. It equals the autodiff
+gradient (tests/layers/test_sge_speed_paths.py) and is finite where
+autodiff is not: on a 1x1 or spatially constant map the std is 0 and
+autodiff through `sqrt` gives NaN; here that term is 0.
+
+All statistics are float32; the output is in the input's dtype.
 """
 
-import contextlib
-import functools
-import sys
+import math
 
 import keras
+import numpy as np
 from keras import ops
 
 STATS_DTYPE = "float32"
 
-_COMPILE = True
-
-# Keras's trainer runs every `fit`, `evaluate` and `predict` step (and the
-# `*_on_batch` methods) through these public, overridable Model methods; a
-# graph traced inside one of them is an execution function, which Keras
-# never saves (`TFLayer._trackable_children` drops them from SavedModels).
-_KERAS_STEP_METHODS = frozenset({"train_step", "test_step", "predict_step"})
+# Groups per row of the block-diagonal group sums: 8 groups of C/G channels
+# make rows of 32-256 values, long enough for a GEMM to run at memory speed
+# while the matrix's zeros cost 8 multiply-adds per element (measured
+# fastest of 2-64 on TensorFlow and LiteRT, CPU).
+_GROUPS_PER_ROW = 8
 
 
-def set_compilation(enabled):
-    """Switches the compiled functions (XLA on TF, jax.jit on JAX) on/off.
+def _layout(groups, channels, data_format):
+    """The layout object that knows how to group, sum and broadcast."""
+    if data_format == "channels_first":
+        return _ChannelsFirst(groups, channels)
+    if keras.backend.backend() == "tensorflow":
+        return _ChannelsLastBlocks(groups, channels)
+    return _ChannelsLastGrouped(groups, channels)
 
-    On (the default), TensorFlow uses them only where the graph cannot end
-    up in an artifact: eager calls, and graphs traced by a Keras model's
-    `train_step`, `test_step` or `predict_step` (`fit`, `evaluate`,
-    `predict`, the `*_on_batch` methods, custom loops that call them) or
-    with `training=True`. Every other graph (`model.export` in any format,
-    `tf.saved_model.save`, converters, a plain `tf.function` around the
-    model) gets the same maths as plain ops: the compiled functions nest in
-    the graph as XLA-only functions (`_XlaMustCompile`), which TensorFlow
-    Serving does not run by default and tf2onnx cannot convert. On JAX
-    `jax.jit` nests into any outer trace, so it is always used.
 
-    Off, every backend runs op by op (what `no_xla()` does). The numbers are
-    the same either way, to float32 rounding. Returns the previous setting.
+class _ChannelsLastBlocks:
+    """(N, H, W, C) as it is; per-group maps are (N, H, W, G).
+
+    Group sums and the gate's broadcast are matrix products of rows of a
+    few groups' channels with a constant 0/1 block-diagonal matrix: no
+    transposes, no innermost-axis reductions or broadcasts.
     """
-    global _COMPILE
-    if not isinstance(enabled, bool):
-        raise ValueError(
-            f"`enabled` must be True or False. Received: enabled={enabled!r}"
-        )
-    previous = _COMPILE
-    _COMPILE = enabled
-    return previous
 
+    positions = (1, 2)
+    group_axis = -1
+    map_rank = 4
 
-@contextlib.contextmanager
-def no_xla():
-    """SGE layers traced inside this block use plain backend ops, no XLA.
-
-    Exports do not need it: the compiled functions are only used eagerly
-    and in the graphs of Keras's `fit`, `evaluate` and `predict` (see
-    `set_compilation`), so `model.export(...)` in every format and
-    `tf.saved_model.save` already trace plain ops. This block makes those
-    plain too: to debug, or to time the difference. The numbers are the
-    same to float32 rounding.
-
-    ```python
-    import keras
-    import keras_sge
-
-    model = keras.Sequential([keras.Input((8, 8, 16)), keras_sge.SGE(groups=4)])
-    with keras_sge.no_xla():
-        outputs = model.predict(keras.random.normal((2, 8, 8, 16)), verbose=0)
-    ```
-    """
-    previous = set_compilation(False)
-    try:
-        yield
-    finally:
-        set_compilation(previous)
-
-
-def _use_compiled_functions(training):
-    """Whether the SGE call being traced now should use the compiled functions."""
-    if not _COMPILE or keras.backend.backend() != "tensorflow":
-        return _COMPILE
-    import tensorflow as tf
-
-    return tf.executing_eagerly() or training is True or _inside_keras_step()
-
-
-def _inside_keras_step():
-    """Whether a Keras model's train/test/predict step is on the call stack.
-
-    Tracing a `tf.function` runs its Python synchronously, so the step that
-    traces this layer is an outer frame (also in `tf.distribute` replica
-    threads, which start at the step function). A step that AutoGraph
-    converted (a `tf.function` around `model.predict_step`, `strategy.run`)
-    runs as `tf__<name>`.
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_name.removeprefix("tf__")
-        if name in _KERAS_STEP_METHODS and isinstance(
-            frame.f_locals.get("self"), keras.Model
-        ):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def integer_litert_export_in_progress():
-    """Whether Keras's LiteRT export is tracing for full-integer quantization.
-
-    `model.export(path, format="litert", representative_dataset=...)` (on
-    TensorFlow) calibrates and quantizes activations to int8, which SGE's
-    normalisation does not survive; the layer refuses it (see
-    `keras_sge.litert`). Keras keeps the converter options on its exporter
-    object, an outer frame of the trace.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    if (
-        tf.executing_eagerly()
-    ):  # exports trace graphs; eager calls skip the stack walk
-        return False
-    frame = sys._getframe(1)
-    while frame is not None:
-        exporter = frame.f_locals.get("self")
-        if type(exporter).__name__ == "LiteRTExporter":
-            return (
-                getattr(exporter, "kwargs", {}).get("representative_dataset")
-                is not None
-            )
-        frame = frame.f_back
-    return False
-
-
-class _Layout:
-    """Axis bookkeeping for one data format, on the 4D grouped view."""
-
-    def __init__(self, groups, channels_last):
+    def __init__(self, groups, channels):
         self.groups = groups
-        self.channels_last = channels_last
-        if channels_last:  # (N, P, G, K)
-            self.pos, self.chan = 1, 3
-            self.stat_pos = 1  # positions axis of the (N, P, G) map
-        else:  # (N, G, K, P)
-            self.pos, self.chan = 3, 2
-            self.stat_pos = 2  # (N, G, P)
+        self.per_group = channels // groups
+        self.row_groups = math.gcd(groups, _GROUPS_PER_ROW)
+        # (row_groups * K, row_groups): column j sums group j's K channels.
+        self.summing = np.kron(
+            np.eye(self.row_groups, dtype="float32"),
+            np.ones((self.per_group, 1), dtype="float32"),
+        )
 
-    def split(self, x):
+    def grouped(self, x):
+        return x
+
+    def ungrouped(self, y, x):
+        return y
+
+    def group_sum(self, t):
+        rows = ops.reshape(t, (-1, self.row_groups * self.per_group))
+        summed = ops.matmul(rows, ops.cast(self.summing, t.dtype))
+        return ops.reshape(summed, _with_last(t, self.groups))
+
+    def expand(self, m):
+        rows = ops.reshape(m, (-1, self.row_groups))
+        expanded = ops.matmul(rows, ops.cast(self.summing.T, m.dtype))
+        return ops.reshape(
+            expanded, _with_last(m, self.groups * self.per_group)
+        )
+
+    def weight(self, w):
+        return w
+
+    def gate_map(self, gate, x):
+        # Broadcast: a 1x1 map's gate is one constant row per group.
+        return ops.broadcast_to(gate, (*ops.shape(x)[:-1], self.groups))
+
+
+class _ChannelsLastGrouped:
+    """(N, H, W, C) viewed as (N, H, W, G, C/G); maps are (N, H, W, G, 1)."""
+
+    positions = (1, 2)
+    group_axis = 3
+    map_rank = 5
+
+    def __init__(self, groups, channels):
+        self.groups = groups
+        self.per_group = channels // groups
+
+    def grouped(self, x):
+        return ops.reshape(x, _with_last(x, self.groups, self.per_group))
+
+    def ungrouped(self, y, x):
+        return ops.reshape(y, _shape_of(x))
+
+    def group_sum(self, t):
+        return ops.sum(t, axis=-1, keepdims=True)
+
+    def expand(self, m):
+        return m
+
+    def weight(self, w):
+        return ops.reshape(w, (self.groups, 1))
+
+    def gate_map(self, gate, x):
+        gate = ops.squeeze(gate, axis=-1)
+        return ops.broadcast_to(gate, (*ops.shape(x)[:-1], self.groups))
+
+
+class _ChannelsFirst:
+    """(N, C, H, W) viewed as (N, G, C/G, H*W); maps are (N, G, 1, H*W).
+
+    A group's channels are contiguous and the positions innermost, as in
+    the reference's NCHW view: the reductions and broadcasts run along
+    whole rows of positions.
+    """
+
+    positions = (3,)
+    group_axis = 1
+    map_rank = 4
+
+    def __init__(self, groups, channels):
+        self.groups = groups
+        self.per_group = channels // groups
+
+    def grouped(self, x):
+        return ops.reshape(x, (-1, self.groups, self.per_group, _positions(x)))
+
+    def ungrouped(self, y, x):
+        return ops.reshape(y, _shape_of(x))
+
+    def group_sum(self, t):
+        return ops.sum(t, axis=2, keepdims=True)
+
+    def expand(self, m):
+        return m
+
+    def weight(self, w):
+        return ops.reshape(w, (self.groups, 1, 1))
+
+    def gate_map(self, gate, x):
         batch = ops.shape(x)[0]
-        if self.channels_last:
-            per_group = x.shape[-1] // self.groups
-            return ops.reshape(x, (batch, -1, self.groups, per_group))
-        per_group = x.shape[1] // self.groups
-        return ops.reshape(x, (batch, self.groups, per_group, -1))
+        gate = ops.broadcast_to(gate, (batch, self.groups, 1, _positions(x)))
+        return ops.reshape(gate, (batch, self.groups, *_spatial_shape(x)))
 
-    def per_group(self, weight):
-        """A (G,) weight broadcast against the (N, P, G) / (N, G, P) map."""
-        return weight if self.channels_last else ops.expand_dims(weight, -1)
 
-    def expand(self, stat):
-        """(N, P, G) / (N, G, P) -> broadcastable against the grouped view."""
-        return ops.expand_dims(stat, self.chan)
+def _spatial_shape(x):
+    """(H, W) of a 4D tensor, as static ints where known."""
+    static = tuple(x.shape[-2:])
+    if None not in static:
+        return static
+    dynamic = ops.shape(x)
+    return tuple(dynamic[-2:])
 
-    def unflatten_gate(self, gate, input_shape):
-        if self.channels_last:
-            shape = (
-                input_shape[0],
-                input_shape[1],
-                input_shape[2],
-                self.groups,
-            )
-        else:
-            shape = (
-                input_shape[0],
-                self.groups,
-                input_shape[2],
-                input_shape[3],
-            )
-        return ops.reshape(gate, shape)
+
+def _positions(x):
+    height, width = _spatial_shape(x)
+    return height * width
+
+
+def _shape_of(x):
+    """x's shape as a reshape target: -1 for the batch, static where known."""
+    rest = tuple(x.shape[1:])
+    if None not in rest:
+        return (-1, *rest)
+    return tuple(ops.shape(x))
+
+
+def _with_last(t, *last):
+    """t's shape with its last axis replaced by `last` (a reshape target).
+
+    The leading axis is -1 and the others static where known, so exported
+    graphs hold constant reshape targets rather than shape arithmetic.
+    """
+    middle = tuple(t.shape[1:-1])
+    if None not in middle:
+        return (-1, *middle, *last)
+    return (*tuple(ops.shape(t))[:-1], *last)
 
 
 def _to_stats(x):
-    # No copy for a float32 input: cast only what is not float32 already
-    # (under XLA the cast fuses into the reductions that read it).
+    # No copy for a float32 input: cast only what is not float32 already.
     if keras.backend.standardize_dtype(x.dtype) == STATS_DTYPE:
         return x
     return ops.cast(x, STATS_DTYPE)
 
 
-def _similarity_stats(grouped, layout):
-    """(centered similarity map, its std, the group mean feature).
+def _count(t, axes):
+    """The number of elements along `axes` of t, as a float32 scalar."""
+    static = [t.shape[a] for a in axes]
+    if None not in static:
+        return ops.convert_to_tensor(float(math.prod(static)), STATS_DTYPE)
+    dynamic = ops.shape(t)
+    return ops.cast(math.prod(dynamic[a] for a in axes), STATS_DTYPE)
 
-    Two reads of the input: the mean feature, then the similarity map (a
-    multiply-reduce over the group's channels that a fusing compiler does
-    in one read). The map's mean over positions is computed exactly as
-    sum_k g_k^2 (mean_p <x_p, g> = <mean_p x_p, g> = <g, g>) rather than by
-    reducing the map: the same value to float32 rounding (the reference's
-    own mean has that rounding too), and it keeps XLA from re-reading the
-    input for it.
+
+def _single_position(t, layout):
+    """Whether t's map has one position, known from its static shape."""
+    static = [t.shape[axis] for axis in layout.positions]
+    return None not in static and math.prod(static) == 1
+
+
+def _group_map_shape(layout):
+    """The shape of one value per group that broadcasts against the maps."""
+    shape = [1] * layout.map_rank
+    shape[layout.group_axis] = layout.groups
+    return tuple(shape)
+
+
+def _similarity_stats(x32, layout):
+    """(centred similarity map, its std, the group mean feature).
+
+    The map's mean over positions is computed exactly as sum_k g_k^2
+    (mean_p <x_p, g> = <mean_p x_p, g> = <g, g>) rather than by another
+    reduction over the map: the same value to float32 rounding (the
+    reference's own mean has that rounding too).
     """
-    x32 = _to_stats(grouped)
-    mean_feature = ops.mean(x32, axis=layout.pos, keepdims=True)
-    similarity = ops.sum(x32 * mean_feature, axis=layout.chan)
-    similarity_mean = ops.sum(ops.square(mean_feature), axis=layout.chan)
-    centered = similarity - similarity_mean
-    axis = layout.stat_pos
-    dof = _dof(similarity, axis)
+    mean_feature = ops.mean(x32, axis=layout.positions, keepdims=True)
+    if _single_position(x32, layout):
+        # One position is its own mean: the centred map and its std are 0
+        # and the gate is sigmoid(beta). As constants they keep the
+        # degenerate all-zero ranges out of quantized exports (LiteRT's
+        # int8 kernels abort on a zero scale).
+        zeros = ops.zeros(_group_map_shape(layout), STATS_DTYPE)
+        return zeros, zeros, mean_feature
+    similarity = layout.group_sum(x32 * mean_feature)
+    centered = similarity - layout.group_sum(ops.square(mean_feature))
     std = ops.sqrt(
-        ops.sum(ops.square(centered), axis=axis, keepdims=True) / dof
+        ops.sum(ops.square(centered), axis=layout.positions, keepdims=True)
+        / _dof(centered, layout)
     )
     return centered, std, mean_feature
 
 
-def _dof(stat_map, axis):
+def _dof(stat_map, layout):
     # max(H*W - 1, 1): on a 1x1 map `centered` is 0, so the normalised map
     # is 0 (gate sigmoid(beta)) instead of the reference's 0/0 = NaN.
-    positions = ops.cast(ops.shape(stat_map)[axis], STATS_DTYPE)
-    return ops.maximum(positions - 1.0, 1.0)
+    return ops.maximum(_count(stat_map, layout.positions) - 1.0, 1.0)
 
 
 def _gate_from_stats(centered, std, gamma, beta, layout, epsilon):
-    """(gate, normalized map, 1 / (std + eps)): elementwise, fusable."""
-    inv_std = 1.0 / (std + epsilon)
+    """(gate, normalized map, 1 / (std + eps)), all per position and group."""
+    # (std + eps) ** -1 rather than 1 / (std + eps): the same value, but
+    # LiteRT has no int8 POW, so a full-integer export keeps this reciprocal
+    # in float, where an int8 DIV fails at run time once int8 rounds a
+    # small std + eps to zero.
+    inv_std = ops.power(std + epsilon, -1.0)
     normalized = centered * inv_std
-    gate = ops.sigmoid(
-        normalized * layout.per_group(gamma) + layout.per_group(beta)
-    )
+    gate = ops.sigmoid(normalized * layout.weight(gamma) + layout.weight(beta))
     return gate, normalized, inv_std
 
 
-def _gate(x, gamma, beta, layout, epsilon):
-    grouped = layout.split(x)
-    centered, std, _ = _similarity_stats(grouped, layout)
-    gate, _, _ = _gate_from_stats(centered, std, gamma, beta, layout, epsilon)
-    return gate
-
-
 def _forward(x, gamma, beta, layout, epsilon):
-    """(output, centered, std, mean_feature): the output and what the VJP needs.
-
-    The saved map is (N, H*W, G), 1/(C/G) of the input; the gate and the
-    normalised map are recomputed from it, fused into the backward passes.
-    """
-    grouped = layout.split(x)
-    centered, std, mean_feature = _similarity_stats(grouped, layout)
+    """(output, centered, std, mean_feature): the output and what the VJP needs."""
+    grouped = layout.grouped(x)
+    centered, std, mean_feature = _similarity_stats(_to_stats(grouped), layout)
     gate, _, _ = _gate_from_stats(centered, std, gamma, beta, layout, epsilon)
-    # Pass 3: the gate multiply, in the input's dtype, broadcast (not tiled)
-    # over the group's channels: one read, one write.
+    # The gate goes to x's dtype before it is broadcast over the channels,
+    # so the full-size multiply reads and writes x's dtype only.
     output = grouped * layout.expand(ops.cast(gate, grouped.dtype))
-    output = ops.reshape(output, ops.shape(x))
-    return output, centered, std, mean_feature
+    return layout.ungrouped(output, x), centered, std, mean_feature
 
 
 def _backward(
@@ -302,179 +315,46 @@ def _backward(
         dg      = sum_positions(dc * x)
         dx      = dy * s + dc * g + dg / P
     """
-    axis = layout.stat_pos
+    positions = layout.positions
     gate, normalized, inv_std = _gate_from_stats(
         centered, std, gamma, beta, layout, epsilon
     )
-    x32 = _to_stats(layout.split(x))
-    dy32 = _to_stats(layout.split(upstream))
-    # Pass 1: <dy, x> over the group's channels.
-    dgate = ops.sum(dy32 * x32, axis=layout.chan)
+    x32 = _to_stats(layout.grouped(x))
+    dy32 = _to_stats(layout.grouped(upstream))
+    dgate = layout.group_sum(dy32 * x32)
     dlogit = dgate * gate * (1.0 - gate)
-    reduce_axes = (0, 1) if layout.channels_last else (0, 2)
-    dgamma = ops.sum(dlogit * normalized, axis=reduce_axes)
-    dbeta = ops.sum(dlogit, axis=reduce_axes)
-    dnormalized = dlogit * layout.per_group(gamma)
-    dof = _dof(centered, axis)
+    dgamma = _per_group_total(dlogit * normalized, layout)
+    dbeta = _per_group_total(dlogit, layout)
+    dnormalized = dlogit * layout.weight(gamma)
     dstd = -ops.sum(
-        dnormalized * centered, axis=axis, keepdims=True
+        dnormalized * centered, axis=positions, keepdims=True
     ) * ops.square(inv_std)
     safe_std = ops.where(std > 0, std, 1.0)
-    dcentered_scale = ops.where(std > 0, dstd / (dof * safe_std), 0.0)
+    dcentered_scale = ops.where(
+        std > 0, dstd / (_dof(centered, layout) * safe_std), 0.0
+    )
     dcentered = dnormalized * inv_std + centered * dcentered_scale
-    dsimilarity = dcentered - ops.mean(dcentered, axis=axis, keepdims=True)
-    # Pass 2: the mean feature's gradient, a weighted sum over positions.
-    dsim = layout.expand(dsimilarity)
-    dmean = ops.sum(dsim * x32, axis=layout.pos, keepdims=True)
-    positions = ops.cast(ops.shape(centered)[axis], STATS_DTYPE)
-    # Pass 3: dx = dy * s + dc * g + dg / P (read dy and x, write dx).
-    dx = dy32 * layout.expand(gate) + dsim * mean_feature + dmean / positions
-    dx = ops.cast(ops.reshape(dx, ops.shape(x)), x.dtype)
+    dsimilarity = layout.expand(
+        dcentered - ops.mean(dcentered, axis=positions, keepdims=True)
+    )
+    dmean = ops.sum(dsimilarity * x32, axis=positions, keepdims=True)
+    dx = (
+        dy32 * layout.expand(gate)
+        + dsimilarity * mean_feature
+        + dmean / _count(dsimilarity, positions)
+    )
+    dx = ops.cast(layout.ungrouped(dx, x), x.dtype)
     return dx, dgamma, dbeta
 
 
-def _forward_residual(x, shortcut, gamma, beta, layout, epsilon):
-    """`relu(shortcut + x * gate)` and what the VJP needs (see `_forward`).
-
-    One compiled function: a fusing compiler makes the gate multiply, the
-    residual add and the ReLU one pass (read x and the shortcut, write the
-    output) instead of three full-size kernels.
-    """
-    gated, centered, std, mean_feature = _forward(
-        x, gamma, beta, layout, epsilon
-    )
-    output = ops.relu(shortcut + gated)
-    return output, centered, std, mean_feature
-
-
-def _backward_residual(
-    upstream,
-    output,
-    x,
-    gamma,
-    beta,
-    centered,
-    std,
-    mean_feature,
-    layout,
-    epsilon,
-):
-    """The VJP of `_forward_residual`: (dx, dshortcut, dgamma, dbeta).
-
-    The ReLU passes the upstream gradient where the output is positive (the
-    pre-activation is > 0 exactly there; at 0 the gradient is 0, as the
-    backends' own ReLU gradients); the add passes it unchanged to both the
-    shortcut and SGE's output, whose VJP is `_backward`.
-    """
-    masked = ops.where(output > 0, upstream, ops.zeros_like(upstream))
-    dx, dgamma, dbeta = _backward(
-        masked, x, gamma, beta, centered, std, mean_feature, layout, epsilon
-    )
-    return dx, masked, dgamma, dbeta
-
-
-# ---------------------------------------------------------------------------
-# Backend dispatch: compiled forward / backward per configuration.
-# ---------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled(groups, channels_last, epsilon, channels, compile_):
-    # `channels` is in the key because traces relax unknown N, H, W to None
-    # (reduce_retracing) but the grouped view needs C statically.
-    layout = _Layout(groups, channels_last)
-
-    def forward(x, gamma, beta):
-        return _forward(x, gamma, beta, layout, epsilon)
-
-    def backward(upstream, x, gamma, beta, centered, std, mean_feature):
-        return _backward(
-            upstream,
-            x,
-            gamma,
-            beta,
-            centered,
-            std,
-            mean_feature,
-            layout,
-            epsilon,
-        )
-
-    def gate(x, gamma, beta):
-        return _gate(x, gamma, beta, layout, epsilon)
-
-    def forward_residual(x, shortcut, gamma, beta):
-        return _forward_residual(x, shortcut, gamma, beta, layout, epsilon)
-
-    def backward_residual(
-        upstream, output, x, gamma, beta, centered, std, mean_feature
-    ):
-        return _backward_residual(
-            upstream,
-            output,
-            x,
-            gamma,
-            beta,
-            centered,
-            std,
-            mean_feature,
-            layout,
-            epsilon,
-        )
-
-    functions = _Functions(
-        layout, forward, backward, gate, forward_residual, backward_residual
-    )
-    backend = keras.backend.backend()
-    if compile_ and backend == "tensorflow":
-        import tensorflow as tf
-
-        def xla(fn):
-            return tf.function(
-                fn, jit_compile=True, reduce_retracing=True, autograph=False
-            )
-
-        functions = functions.map(xla)
-    elif compile_ and backend == "jax":
-        import jax
-
-        functions = functions.map(jax.jit)
-    return functions
-
-
-class _Functions:
-    """One configuration's functions: layout, forward/backward, gate, fused."""
-
-    def __init__(
-        self,
-        layout,
-        forward,
-        backward,
-        gate,
-        forward_residual,
-        backward_residual,
-    ):
-        self.layout = layout
-        self.forward, self.backward, self.gate = forward, backward, gate
-        self.forward_residual, self.backward_residual = (
-            forward_residual,
-            backward_residual,
-        )
-
-    def map(self, wrap):
-        return _Functions(
-            self.layout,
-            *(
-                wrap(fn)
-                for fn in (
-                    self.forward,
-                    self.backward,
-                    self.gate,
-                    self.forward_residual,
-                    self.backward_residual,
-                )
-            ),
-        )
+def _per_group_total(stat_map, layout):
+    """A per-position, per-group map summed to one value per group, (G,)."""
+    axes = [
+        axis
+        for axis in range(len(stat_map.shape))
+        if axis != layout.group_axis % len(stat_map.shape)
+    ]
+    return ops.reshape(ops.sum(stat_map, axis=axes), (-1,))
 
 
 def _read(weight):
@@ -491,26 +371,13 @@ def _read(weight):
     return weight
 
 
-def _functions(x, groups, data_format, epsilon, training):
-    channels_last = data_format == "channels_last"
-    channels = x.shape[-1 if channels_last else 1]
-    return _compiled(
-        groups,
-        channels_last,
-        float(epsilon),
-        channels,
-        _use_compiled_functions(training),
-    )
+def _layout_of(x, groups, data_format):
+    channels = x.shape[-1 if data_format == "channels_last" else 1]
+    return _layout(groups, channels, data_format)
 
 
 def sge_output(
-    x,
-    gamma,
-    beta,
-    groups,
-    epsilon=1e-5,
-    data_format="channels_last",
-    training=None,
+    x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
 ):
     """SGE's output `x * gate`, in x's dtype, with the custom gradient.
 
@@ -518,88 +385,41 @@ def sge_output(
         x: (N, H, W, C) for channels_last, (N, C, H, W) for channels_first.
         gamma, beta: float32 (G,) tensors.
         groups, epsilon, data_format: as the `SGE` layer's.
-        training: the Keras call's `training` flag. `True` marks a training
-            graph, which is never exported, so it gets the compiled
-            functions (see `set_compilation`); it does not change the maths.
     """
-    fns = _functions(x, groups, data_format, epsilon, training)
-    gamma, beta = _read(gamma), _read(beta)
+    epsilon = float(epsilon)
 
     @ops.custom_gradient
     def _sge(x, gamma, beta):
-        output, *saved = fns.forward(x, gamma, beta)
+        # The layout reads x's shape inside the function: under torch.jit
+        # tracing (Keras's ONNX export on PyTorch) a shape entry is a traced
+        # value, which the function's recorded subgraph must itself produce.
+        layout = _layout_of(x, groups, data_format)
+        output, *saved = _forward(x, gamma, beta, layout, epsilon)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return fns.backward(upstream, x, gamma, beta, *saved)
+            return _backward(upstream, x, gamma, beta, *saved, layout, epsilon)
 
         return output, grad
 
-    return _sge(x, gamma, beta)
+    return _sge(x, _read(gamma), _read(beta))
 
 
-def sge_residual_relu(
-    x,
-    shortcut,
-    gamma,
-    beta,
-    groups,
-    epsilon=1e-5,
-    data_format="channels_last",
-    training=None,
-):
-    """`relu(shortcut + sge_output(x, ...))` in one compiled function.
-
-    A residual block's SGE -> add -> ReLU: the gate multiply, the add and
-    the ReLU fuse into one pass over the feature map (read x and shortcut,
-    write the output) instead of three full-size kernels. Custom gradient
-    with respect to x, shortcut, gamma and beta (the backward masks the
-    upstream gradient by output > 0 and reuses SGE's VJP).
-
-    Args:
-        x: SGE's input, (N, H, W, C) / (N, C, H, W).
-        shortcut: the residual, same shape and dtype as x.
-        gamma, beta, groups, epsilon, data_format, training: as
-            `sge_output`'s.
-    """
-    fns = _functions(x, groups, data_format, epsilon, training)
-    gamma, beta = _read(gamma), _read(beta)
-
-    @ops.custom_gradient
-    def _fused(x, shortcut, gamma, beta):
-        output, *saved = fns.forward_residual(x, shortcut, gamma, beta)
-
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            return fns.backward_residual(
-                upstream, output, x, gamma, beta, *saved
-            )
-
-        return output, grad
-
-    return _fused(x, shortcut, gamma, beta)
-
-
-def sge_gate(
-    x,
-    gamma,
-    beta,
-    groups,
-    epsilon=1e-5,
-    data_format="channels_last",
-    training=None,
-):
+def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """The float32 gate, (N, H, W, G) / (N, G, H, W), `sge_output` uses."""
-    fns = _functions(x, groups, data_format, epsilon, training)
-    gate = fns.gate(x, _read(gamma), _read(beta))
-    return fns.layout.unflatten_gate(gate, ops.shape(x))
+    layout = _layout_of(x, groups, data_format)
+    grouped = layout.grouped(x)
+    centered, std, _ = _similarity_stats(_to_stats(grouped), layout)
+    gate, _, _ = _gate_from_stats(
+        centered, std, _read(gamma), _read(beta), layout, float(epsilon)
+    )
+    return layout.gate_map(gate, x)
 
 
 def sge_output_autodiff(
     x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
 ):
-    """The same output through plain ops and autodiff (tests, benchmarks)."""
-    layout = _Layout(groups, data_format == "channels_last")
+    """The same output through the same ops and autodiff (tests, benchmarks)."""
+    layout = _layout_of(x, groups, data_format)
     return _forward(x, gamma, beta, layout, float(epsilon))[0]

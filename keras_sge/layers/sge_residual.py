@@ -12,19 +12,16 @@ class SGEResidual(SGE):
     """`relu(shortcut + SGE(x))`: SGE, the residual add and the ReLU in one op.
 
     The same SGE as `keras_sge.SGE` (same arguments, weights and `gate`), at
-    the end of a residual block: the gate multiply, the add and the ReLU are
-    one compiled function with a hand-written gradient, one pass over the
-    feature map (read `x` and the shortcut, write the output) instead of
-    three kernels. On TensorFlow's CPU graphs that saves 2-3% of an
-    SGE-ResNet-50's inference time (benchmarks/RESULTS.md); the numbers
-    equal `relu(shortcut + SGE()(x))` to float32 rounding.
+    the end of a residual block, where the gate multiply, the residual add
+    and the ReLU follow each other so that a fusing compiler (XLA under JAX
+    or `jit_compile=True`) makes them one pass over the feature map. The
+    numbers equal `relu(shortcut + SGE()(x))`.
     `keras_sge.applications` builds its SGE blocks with it.
 
     Call arguments:
         inputs: the residual branch, (N, H, W, C) or (N, C, H, W).
         shortcut: the block's shortcut, the same shape; cast to the
             input's dtype.
-        training: as `SGE`'s.
 
     Example:
 
@@ -40,8 +37,7 @@ class SGEResidual(SGE):
     ```
     """
 
-    def call(self, inputs, shortcut, training=None):
-        self._refuse_integer_litert_export()
+    def call(self, inputs, shortcut):
         shortcut = ops.convert_to_tensor(shortcut)
         if None not in tuple(shortcut.shape) + tuple(inputs.shape) and tuple(
             shortcut.shape
@@ -52,9 +48,8 @@ class SGEResidual(SGE):
             )
         if shortcut.dtype != inputs.dtype:
             shortcut = ops.cast(shortcut, inputs.dtype)
-        return sge_ops.sge_residual_relu(
-            inputs, shortcut, *self._sge_arguments(), training=training
-        )
+        gated = sge_ops.sge_output(inputs, *self._sge_arguments())
+        return ops.relu(shortcut + gated)
 
     def compute_output_shape(self, inputs_shape, shortcut_shape=None):
         return tuple(inputs_shape)

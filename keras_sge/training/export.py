@@ -75,8 +75,8 @@ class ServingModule(tf.Module):
 def export_saved_model(model, path, class_names, image_size):
     """Writes the SavedModel to `path`; returns the module it was made from."""
     module = ServingModule(model, class_names, image_size)
-    # These traces are not Keras's fit/predict graphs, so the SGE layers
-    # trace plain ops: no XLA-only function, which TF Serving would not run.
+    # The SGE layers trace plain TensorFlow ops: no XLA-only function,
+    # which TF Serving would not run.
     signatures = {
         "serving_default": module.serve_encoded.get_concrete_function(),
         "serve_uint8": module.serve_uint8.get_concrete_function(),

@@ -34,8 +34,8 @@ def seeded_resnet18(classes=10):
 @pytest.mark.timeout(300)
 def test_fit_step_with_the_default_compilation_moves_sge_weights():
     # `compile()`'s default jit_compile: jax.jit for the whole step on JAX
-    # (the SGE functions nest in it), eager on PyTorch, the graph with the
-    # nested XLA functions on TensorFlow's CPU.
+    # (the SGE ops are traced into it), eager on PyTorch, a tf.function
+    # graph on TensorFlow's CPU.
     model = applications.SGEResNet18(
         input_shape=(32, 32, 3), classes=4, classifier_activation=None
     )

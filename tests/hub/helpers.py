@@ -9,7 +9,6 @@ statistics and SGE gamma/beta, so a round trip that lost any of them shows.
 import keras
 import numpy as np
 
-import keras_sge
 from keras_sge.applications.torch_mapping import set_weights_from_state_dict
 from keras_sge.hub import SGEResNetBackbone
 from keras_sge.hub import SGEResNetImageClassifier
@@ -72,9 +71,8 @@ def raw_images(seed, batch=2, height=72, width=90):
 def logits(classifier, images):
     """A classifier's logits on raw images, through its preprocessor.
 
-    Eagerly and without SGE's XLA fast path: the tests that use it check
-    weights and round trips, and compiling would cost most of their time.
+    Eagerly: the tests that use it check weights and round trips, and
+    tracing would cost most of their time.
     """
-    with keras_sge.no_xla():
-        outputs = classifier(classifier.preprocessor(images), training=False)
+    outputs = classifier(classifier.preprocessor(images), training=False)
     return keras.ops.convert_to_numpy(outputs)

@@ -1,10 +1,9 @@
 """The backbone inside KerasHub's RetinaNet detector and DeepLabV3 segmenter.
 
-Each task trains one step and predicts, eagerly and with SGE's XLA fast
-path off: tracing or compiling a whole detector takes tens of seconds on a
-small CPU, and what is tested here is the backbone's wiring and gradients.
-`test_detect_example.py` runs the compiled path, through
-`examples/detect.py`; the SGE layer's own tests cover its fast path.
+Each task trains one step and predicts, eagerly: tracing or compiling a
+whole detector takes tens of seconds on a small CPU, and what is tested
+here is the backbone's wiring and gradients. `test_detect_example.py` runs
+the traced path, through `examples/detect.py`.
 """
 
 import pytest
@@ -15,7 +14,6 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_sge  # noqa: E402
 from keras_sge.hub import SGEResNetBackbone  # noqa: E402
 from tests.hub import helpers  # noqa: E402
 
@@ -55,9 +53,8 @@ def test_retinanet_with_sge_backbone_trains_a_step_and_predicts():
         ),
         "labels": np.array([[0, -1], [1, 2]], "int32"),
     }
-    with keras_sge.no_xla():
-        history = detector.fit(helpers.images(0), targets, verbose=0)
-        detections = detector.predict(helpers.images(1), verbose=0)
+    history = detector.fit(helpers.images(0), targets, verbose=0)
+    detections = detector.predict(helpers.images(1), verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert sge_weights_moved(encoder, gamma)
     assert (
@@ -82,9 +79,8 @@ def test_deeplabv3_with_sge_backbone_trains_a_step_and_predicts():
     gamma = encoder.get_layer("conv2_block1_sge").get_weights()[0]
     masks = np.random.default_rng(0).integers(0, 3, (2, *IMAGE_SHAPE[:2]))
     targets = keras.utils.to_categorical(masks, 3)
-    with keras_sge.no_xla():
-        history = segmenter.fit(helpers.images(2), targets, verbose=0)
-        masks = segmenter.predict(helpers.images(3), verbose=0)
+    history = segmenter.fit(helpers.images(2), targets, verbose=0)
+    masks = segmenter.predict(helpers.images(3), verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert sge_weights_moved(encoder, gamma)
     assert masks.shape == (2, *IMAGE_SHAPE[:2], 3)

@@ -13,7 +13,6 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_sge  # noqa: E402
 from keras_sge import applications  # noqa: E402
 from keras_sge.hub import SGEResNetBackbone  # noqa: E402
 from keras_sge.hub import SGEResNetImageClassifier  # noqa: E402
@@ -74,11 +73,10 @@ def test_from_preset_with_num_classes_fine_tunes_a_new_head(saved_preset):
             keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs)
         )
     head = classifier.output_dense.get_weights()
-    # KerasHub's default optimizer and loss, eagerly and without SGE's XLA
-    # fast path: tracing or compiling would take most of this test's time.
+    # KerasHub's default optimizer and loss, eagerly: tracing or compiling
+    # would take most of this test's time.
     classifier.compile(run_eagerly=True)
-    with keras_sge.no_xla():
-        history = classifier.fit(images, np.array([0, 2]), verbose=0)
+    history = classifier.fit(images, np.array([0, 2]), verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(classifier.output_dense.get_weights()[0], head[0])
 

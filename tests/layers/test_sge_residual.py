@@ -1,11 +1,10 @@
-"""Tests for `SGEResidual`, SGE with a residual block's add and ReLU fused.
+"""Tests for `SGEResidual`, SGE with a residual block's add and ReLU.
 
-`SGEResidual(groups)(x, shortcut)` returns `relu(shortcut + x * gate)` in
-one compiled function with its own VJP (`sge_ops.sge_residual_relu`);
-SGE-ResNet blocks are built that way. It must equal the unfused
-composition (an `SGE` layer, an add, a ReLU) in every dtype and data
-format, on TensorFlow, JAX and PyTorch (tests/test_backends.py), and so
-must its gradient.
+`SGEResidual(groups)(x, shortcut)` returns `relu(shortcut + x * gate)`;
+SGE-ResNet blocks are built that way. It must equal the composition of an
+`SGE` layer, an add and a ReLU in every dtype and data format, on
+TensorFlow, JAX and PyTorch (tests/test_backends.py), and its gradient
+(through SGE's hand-written VJP) must equal autodiff of that composition.
 """
 
 import keras
@@ -23,13 +22,6 @@ from tests.layers.test_sge_speed_paths import vjp
 DTYPES = ("float32", *harness.MIXED_POLICIES)
 
 
-@pytest.fixture(params=[True, False], ids=["compiled", "ops_only"])
-def compilation(request):
-    previous = sge_ops.set_compilation(request.param)
-    yield request.param
-    sge_ops.set_compilation(previous)
-
-
 def layer_and_inputs(data_format, dtype, shape=(2, 7, 6, 32), groups=8, seed=0):
     rng = np.random.default_rng(seed)
     x, gamma, beta, _ = random_case(rng, data_format, shape, groups, 2.0)
@@ -43,26 +35,24 @@ def layer_and_inputs(data_format, dtype, shape=(2, 7, 6, 32), groups=8, seed=0):
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_output_equals_add_and_relu_of_the_layer(
-    data_format, dtype, compilation
-):
+def test_output_equals_add_and_relu_of_the_layer(data_format, dtype):
     layer, x, shortcut = layer_and_inputs(data_format, dtype)
-    fused = layer(x, shortcut)
-    unfused = ops.relu(ops.add(shortcut, keras_sge.SGE.call(layer, x)))
-    assert keras.backend.standardize_dtype(fused.dtype) == layer.compute_dtype
+    output = layer(x, shortcut)
+    composed = ops.relu(ops.add(shortcut, keras_sge.SGE.call(layer, x)))
+    assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
     got, want = (
-        ops.convert_to_numpy(ops.cast(t, "float32")) for t in (fused, unfused)
+        ops.convert_to_numpy(ops.cast(t, "float32")) for t in (output, composed)
     )
     harness.assert_finite(got)
     # float32: rounding only; mixed: the compute dtype's rounding of x * gate
-    # (the fused function may keep it unrounded before the add).
+    # (a fusing compiler may keep it unrounded before the add).
     eps = {"float32": 1e-6, "mixed_float16": 1e-3, "mixed_bfloat16": 8e-3}[
         dtype
     ]
     np.testing.assert_allclose(
         got, want, rtol=2 * eps, atol=2 * eps * np.abs(want).max()
     )
-    # The gate the fused output used is `SGE.gate`.
+    # The gate the output used is `SGE.gate`.
     gate = ops.convert_to_numpy(layer.gate(x))
     x32, s32 = (
         ops.convert_to_numpy(ops.cast(t, "float32")) for t in (x, shortcut)
@@ -81,23 +71,29 @@ def test_fused_output_equals_add_and_relu_of_the_layer(
 @pytest.mark.parametrize(
     "shape, groups", [((2, 7, 5, 16), 4), ((1, 9, 9, 64), 8), ((2, 3, 2, 8), 1)]
 )
-def test_fused_gradient_equals_autodiff_of_the_composition(
-    data_format, shape, groups, compilation
+def test_gradient_equals_autodiff_of_the_composition(
+    data_format, shape, groups
 ):
     rng = np.random.default_rng(sum(shape) + groups)
     x, gamma, beta, upstream = random_case(rng, data_format, shape, groups, 3.0)
     shortcut = rng.standard_normal(x.shape).astype("float32")
     config = {"groups": groups, "epsilon": 1e-5, "data_format": data_format}
 
-    def fused(x, shortcut, gamma, beta):
-        return sge_ops.sge_residual_relu(x, shortcut, gamma, beta, **config)
+    layer = SGEResidual(**config)
+    layer.build(x.shape)
+
+    def residual(x, shortcut, gamma, beta):
+        # The layer with these gamma and beta in place of its variables, so
+        # that their gradients come back from `vjp`.
+        output, _ = layer.stateless_call([gamma, beta], [], x, shortcut)
+        return output
 
     def composition(x, shortcut, gamma, beta):
         return ops.relu(
             shortcut + sge_ops.sge_output_autodiff(x, gamma, beta, **config)
         )
 
-    got = vjp(fused, [x, shortcut, gamma, beta], upstream)
+    got = vjp(residual, [x, shortcut, gamma, beta], upstream)
     want = vjp(composition, [x, shortcut, gamma, beta], upstream)
     for name, g, w in zip(["x", "shortcut", "gamma", "beta"], got, want):
         np.testing.assert_allclose(
@@ -177,23 +173,16 @@ def test_functional_model_with_residual_round_trips_config_and_keras_file(
 
 
 @pytest.mark.tensorflow_only
-@pytest.mark.parametrize("plain", [False, True], ids=["default", "no_xla"])
-def test_saved_model_with_residual_serves_without_keras_sge(plain, tmp_path):
+def test_saved_model_with_residual_serves_without_keras_sge(tmp_path):
     model = residual_model()
     x = (
         np.random.default_rng(2)
         .standard_normal((3, 8, 5, 16))
         .astype("float32")
     )
-    if plain:
-        with keras_sge.no_xla():
-            expected, served = harness.export_and_serve_in_fresh_process(
-                model, x, tmp_path
-            )
-    else:
-        expected, served = harness.export_and_serve_in_fresh_process(
-            model, x, tmp_path
-        )
+    expected, served = harness.export_and_serve_in_fresh_process(
+        model, x, tmp_path
+    )
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -1,11 +1,12 @@
-"""Tests for the SGE fast paths (keras_sge/layers/sge_ops.py).
+"""Tests for SGE's ops and hand-written gradient (keras_sge/layers/sge_ops.py).
 
 The hand-written VJP must equal autodiff through the plain ops (and the
-PyTorch reference's autograd), the compiled and op-by-op paths must agree,
-and the gradient must stay finite where autodiff is not (std 0). Like
-test_sge.py these run under TensorFlow, JAX and PyTorch
-(tests/test_backends.py). No timing assertions: speed is measured by
-benchmarks/.
+PyTorch reference's autograd), every layout (channels_last as block sums or
+as a grouped view, channels_first) must give the same numbers, in graphs
+with unknown height and width too, and the gradient must stay finite where
+autodiff is not (std 0). Like test_sge.py these run under TensorFlow, JAX
+and PyTorch (tests/test_backends.py). No timing assertions: speed is
+measured by benchmarks/.
 """
 
 import keras
@@ -65,13 +66,6 @@ def random_case(rng, data_format, shape_nhwc, groups, scale=1.0):
     return x, gamma, beta, upstream
 
 
-@pytest.fixture(params=[True, False], ids=["compiled", "ops_only"])
-def compilation(request):
-    previous = sge_ops.set_compilation(request.param)
-    yield request.param
-    sge_ops.set_compilation(previous)
-
-
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize(
     "shape, groups, scale",
@@ -82,9 +76,7 @@ def compilation(request):
         ((2, 3, 2, 8), 1, 1.0),
     ],
 )
-def test_custom_gradient_equals_autodiff(
-    data_format, shape, groups, scale, compilation
-):
+def test_custom_gradient_equals_autodiff(data_format, shape, groups, scale):
     rng = np.random.default_rng(sum(shape) + groups)
     x, gamma, beta, upstream = random_case(
         rng, data_format, shape, groups, scale
@@ -160,37 +152,133 @@ def test_gradient_matches_torch_reference_autograd(data_format):
         )
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_compiled_and_op_by_op_paths_agree(data_format):
+def numpy_sge(x_nhwc, gamma, beta, groups, epsilon=1e-5):
+    """(output, gate) of SGE in float64, channels_last: the paper's formula."""
+    n, h, w, c = x_nhwc.shape
+    x = x_nhwc.astype("float64").reshape(n, h * w, groups, c // groups)
+    similarity = (x * x.mean(axis=1, keepdims=True)).sum(axis=-1)
+    centered = similarity - similarity.mean(axis=1, keepdims=True)
+    std = np.sqrt((centered**2).sum(axis=1, keepdims=True) / (h * w - 1))
+    gate = 1.0 / (1.0 + np.exp(-(centered / (std + epsilon) * gamma + beta)))
+    output = x * gate[..., None]
+    return output.reshape(n, h, w, c), gate.reshape(n, h, w, groups)
+
+
+@pytest.mark.parametrize(
+    "shape, groups",
+    [((2, 8, 6, 32), 8), ((1, 5, 7, 48), 16), ((2, 3, 4, 6), 3)],
+)
+def test_every_layout_matches_the_float64_formula(shape, groups):
+    # channels_last is summed by block-diagonal matrix products on
+    # TensorFlow and through a grouped view elsewhere; channels_first uses a
+    # grouped view too. Each layout, whichever the backend picks, must give
+    # the formula's output and gate (the NCHW ones transposed back).
     rng = np.random.default_rng(3)
-    x, gamma, beta, _ = random_case(rng, data_format, (2, 8, 6, 32), 8, 5.0)
-    outputs, gates = [], []
-    for enabled in (True, False):
-        previous = sge_ops.set_compilation(enabled)
-        try:
-            outputs.append(
-                ops.convert_to_numpy(
-                    sge_ops.sge_output(x, gamma, beta, 8, 1e-5, data_format)
-                )
+    x, gamma, beta, _ = random_case(rng, "channels_last", shape, groups, 5.0)
+    want_output, want_gate = numpy_sge(x, gamma, beta, groups)
+    channels = shape[-1]
+    layouts = {
+        "blocks": sge_ops._ChannelsLastBlocks(groups, channels),
+        "grouped": sge_ops._ChannelsLastGrouped(groups, channels),
+    }
+    tensors = [ops.convert_to_tensor(a) for a in (x, gamma, beta)]
+    for name, layout in layouts.items():
+        output = sge_ops._forward(*tensors, layout, 1e-5)[0]
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(output),
+            want_output,
+            rtol=1e-5,
+            atol=1e-5 * np.abs(want_output).max(),
+            err_msg=name,
+        )
+    for data_format in ("channels_last", "channels_first"):
+        x_in = x if data_format == "channels_last" else to_nchw(x)
+        output, gate = (
+            ops.convert_to_numpy(
+                fn(x_in, gamma, beta, groups, 1e-5, data_format)
             )
-            gates.append(
-                ops.convert_to_numpy(
-                    sge_ops.sge_gate(x, gamma, beta, 8, 1e-5, data_format)
-                )
+            for fn in (sge_ops.sge_output, sge_ops.sge_gate)
+        )
+        if data_format == "channels_first":
+            output, gate = to_nhwc(output), to_nhwc(gate)
+        np.testing.assert_allclose(
+            output,
+            want_output,
+            rtol=1e-5,
+            atol=1e-5 * np.abs(want_output).max(),
+            err_msg=data_format,
+        )
+        np.testing.assert_allclose(
+            gate, want_gate, rtol=1e-5, atol=1e-6, err_msg=data_format
+        )
+
+
+def to_nchw(x):
+    return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
+
+
+def to_nhwc(x):
+    return np.transpose(x, (0, 2, 3, 1))
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_graph_with_unknown_batch_and_spatial_dims_matches_eager(data_format):
+    # Exports trace with unknown batch, height and width: the reshape
+    # targets and position counts must then come from the dynamic shape.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(8)
+    groups = 4
+    _, gamma, beta, _ = random_case(rng, data_format, (1, 2, 2, 16), groups)
+    spec = [None, None, None, None]
+    spec[-1 if data_format == "channels_last" else 1] = 16
+
+    def forward_and_gradients(x, gamma, beta, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            output = sge_ops.sge_output(
+                x, gamma, beta, groups, 1e-5, data_format
             )
-        finally:
-            sge_ops.set_compilation(previous)
-    np.testing.assert_allclose(
-        outputs[0], outputs[1], rtol=1e-5, atol=1e-5 * np.abs(outputs[1]).max()
+        grads = tape.gradient(
+            output, [x, gamma, beta], output_gradients=upstream
+        )
+        gate = sge_ops.sge_gate(x, gamma, beta, groups, 1e-5, data_format)
+        return [output, gate, *grads]
+
+    graph = tf.function(
+        forward_and_gradients,
+        input_signature=[
+            tf.TensorSpec(spec, "float32"),
+            tf.TensorSpec([groups], "float32"),
+            tf.TensorSpec([groups], "float32"),
+            tf.TensorSpec(spec, "float32"),
+        ],
     )
-    np.testing.assert_allclose(gates[0], gates[1], rtol=1e-5, atol=1e-6)
+    # One trace, two input sizes (a 1x1 map among them).
+    for shape in [(3, 7, 5, 16), (2, 1, 1, 16)]:
+        x, _, _, upstream = random_case(rng, data_format, shape, groups, 2.0)
+        args = [tf.constant(a) for a in (x, gamma, beta, upstream)]
+        eager = forward_and_gradients(*args)
+        traced = graph(*args)
+        for name, got, want in zip(
+            ["output", "gate", "dx", "dgamma", "dbeta"], traced, eager
+        ):
+            want = want.numpy()
+            assert got.shape == want.shape, (shape, name)
+            assert np.all(np.isfinite(want)), (shape, name)
+            np.testing.assert_allclose(
+                got.numpy(),
+                want,
+                rtol=1e-5,
+                atol=1e-5 * max(1.0, np.abs(want).max()),
+                err_msg=f"{shape} {name}",
+            )
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("case", ["one_by_one", "constant"])
-def test_gradient_is_finite_where_the_std_is_zero(
-    data_format, case, compilation
-):
+def test_gradient_is_finite_where_the_std_is_zero(data_format, case):
     # Autodiff through sqrt(0) gives NaN here; the VJP defines that term 0.
     rng = np.random.default_rng(4)
     if case == "one_by_one":
@@ -292,86 +380,3 @@ def test_training_step_updates_gamma_and_beta():
     for b, a in zip(before, after):
         assert np.all(np.isfinite(a))
         assert not np.allclose(a, b)
-
-
-def test_set_compilation_rejects_a_non_boolean():
-    with pytest.raises(ValueError, match="enabled='always'"):
-        sge_ops.set_compilation("always")
-
-
-def _small_classifier():
-    inputs = keras.Input((8, 8, 16))
-    x = keras_sge.SGE(4, gamma_initializer="random_normal")(inputs)
-    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer="sgd",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
-    )
-    return model
-
-
-def _tf_function(model, training):
-    import tensorflow as tf
-
-    return tf.function(lambda x: model(x, training=training))
-
-
-def _tf_function_of_predict_step(model):
-    import tensorflow as tf
-
-    return tf.function(model.predict_step)  # AutoGraph converts the step
-
-
-_IMAGES = (
-    np.random.default_rng(7).standard_normal((4, 8, 8, 16)).astype("float32")
-)
-_LABELS = np.array([0, 1, 2, 0])
-
-
-@pytest.mark.tensorflow_only
-@pytest.mark.parametrize(
-    "run, compiled",
-    [
-        (lambda m: m(_IMAGES), True),
-        (lambda m: m.fit(_IMAGES, _LABELS, verbose=0), True),
-        (lambda m: m.evaluate(_IMAGES, _LABELS, verbose=0), True),
-        (lambda m: m.predict(_IMAGES, verbose=0), True),
-        (lambda m: m.train_on_batch(_IMAGES, _LABELS), True),
-        (lambda m: m.predict_on_batch(_IMAGES), True),
-        (lambda m: _tf_function(m, training=True)(_IMAGES), True),
-        (lambda m: _tf_function_of_predict_step(m)(_IMAGES), True),
-        (lambda m: _tf_function(m, training=None)(_IMAGES), False),
-        (lambda m: m.export("exported", verbose=False), False),
-    ],
-    ids=[
-        "eager",
-        "fit",
-        "evaluate",
-        "predict",
-        "train_on_batch",
-        "predict_on_batch",
-        "tf_function_training",
-        "tf_function_predict_step",
-        "tf_function",
-        "export",
-    ],
-)
-def test_compiled_functions_only_where_no_export_can_see_them(
-    run, compiled, monkeypatch, tmp_path
-):
-    # Eager calls and Keras's execution graphs (never saved) get the XLA
-    # functions; every other graph, where an export may trace, plain ops.
-    chosen = []
-    original = sge_ops._compiled
-
-    def recording(*key):
-        chosen.append(key[-1])
-        return original(*key)
-
-    model = _small_classifier()
-    monkeypatch.setattr(sge_ops, "_compiled", recording)
-    monkeypatch.chdir(tmp_path)  # where "export" writes
-    run(model)
-    assert chosen and set(chosen) == {compiled}, chosen
