@@ -50,8 +50,9 @@ STATS_DTYPE = "float32"
 
 # Groups per row of the block-diagonal group sums: 8 groups of C/G channels
 # make rows of 32-256 values, long enough for a GEMM to run at memory speed
-# while the matrix's zeros cost 8 multiply-adds per element (measured
-# fastest of 2-64 on TensorFlow and LiteRT, CPU).
+# while the matrix's zeros cost 8 multiply-adds per element (among the
+# fastest of 2-64 on TensorFlow and LiteRT on a CPU; 64 was the slowest,
+# benchmarks/bench_formulations.py).
 _GROUPS_PER_ROW = 8
 
 
