@@ -40,6 +40,7 @@ autodiff through `sqrt` gives NaN; here that term is 0.
 All statistics are float32; the output is in the input's dtype.
 """
 
+import functools
 import math
 
 import keras
@@ -56,11 +57,16 @@ STATS_DTYPE = "float32"
 _GROUPS_PER_ROW = 8
 
 
-def _layout(groups, channels, data_format):
-    """The layout object that knows how to group, sum and broadcast."""
+@functools.lru_cache(maxsize=None)
+def _layout(groups, channels, data_format, backend):
+    """The layout object that knows how to group, sum and broadcast.
+
+    Cached: one per configuration, so the block matrices are built once,
+    not on every call (eager calls build the layout each time).
+    """
     if data_format == "channels_first":
         return _ChannelsFirst(groups, channels)
-    if keras.backend.backend() == "tensorflow":
+    if backend == "tensorflow":
         return _ChannelsLastBlocks(groups, channels)
     return _ChannelsLastGrouped(groups, channels)
 
@@ -113,28 +119,39 @@ class _ChannelsLastBlocks:
         return ops.broadcast_to(gate, (*ops.shape(x)[:-1], self.groups))
 
 
-class _ChannelsLastGrouped:
-    """(N, H, W, C) viewed as (N, H, W, G, C/G); maps are (N, H, W, G, 1)."""
+class _GroupedView:
+    """A reshaped view with a group's channels on their own axis.
 
-    positions = (1, 2)
-    group_axis = 3
-    map_rank = 5
+    Subclasses set the axes; the per-group maps keep that axis with size 1
+    (keepdims), so broadcasting them over the channels is free.
+    """
+
+    channel_axis = None  # the within-group channel axis of the view
 
     def __init__(self, groups, channels):
         self.groups = groups
         self.per_group = channels // groups
 
-    def grouped(self, x):
-        return ops.reshape(x, _with_last(x, self.groups, self.per_group))
-
     def ungrouped(self, y, x):
         return ops.reshape(y, _shape_of(x))
 
     def group_sum(self, t):
-        return ops.sum(t, axis=-1, keepdims=True)
+        return ops.sum(t, axis=self.channel_axis, keepdims=True)
 
     def expand(self, m):
         return m
+
+
+class _ChannelsLastGrouped(_GroupedView):
+    """(N, H, W, C) viewed as (N, H, W, G, C/G); maps are (N, H, W, G, 1)."""
+
+    positions = (1, 2)
+    group_axis = 3
+    channel_axis = 4
+    map_rank = 5
+
+    def grouped(self, x):
+        return ops.reshape(x, _with_last(x, self.groups, self.per_group))
 
     def weight(self, w):
         return ops.reshape(w, (self.groups, 1))
@@ -144,7 +161,7 @@ class _ChannelsLastGrouped:
         return ops.broadcast_to(gate, (*ops.shape(x)[:-1], self.groups))
 
 
-class _ChannelsFirst:
+class _ChannelsFirst(_GroupedView):
     """(N, C, H, W) viewed as (N, G, C/G, H*W); maps are (N, G, 1, H*W).
 
     A group's channels are contiguous and the positions innermost, as in
@@ -154,23 +171,11 @@ class _ChannelsFirst:
 
     positions = (3,)
     group_axis = 1
+    channel_axis = 2
     map_rank = 4
-
-    def __init__(self, groups, channels):
-        self.groups = groups
-        self.per_group = channels // groups
 
     def grouped(self, x):
         return ops.reshape(x, (-1, self.groups, self.per_group, _positions(x)))
-
-    def ungrouped(self, y, x):
-        return ops.reshape(y, _shape_of(x))
-
-    def group_sum(self, t):
-        return ops.sum(t, axis=2, keepdims=True)
-
-    def expand(self, m):
-        return m
 
     def weight(self, w):
         return ops.reshape(w, (self.groups, 1, 1))
@@ -374,7 +379,7 @@ def _read(weight):
 
 def _layout_of(x, groups, data_format):
     channels = x.shape[-1 if data_format == "channels_last" else 1]
-    return _layout(groups, channels, data_format)
+    return _layout(groups, channels, data_format, keras.backend.backend())
 
 
 def sge_output(
