@@ -44,11 +44,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sge.arguments import check_positive_int
+from keras_sge.arguments import standardize_data_format
 from keras_sge.layers.sge import SGE
 from keras_sge.layers.sge_residual import SGEResidual
 
 LAST_STAGE = "last_stage"
 ALL = "all"
+MAP_KINDS = ("gate", "norm_before", "norm_after")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,13 @@ class SGEMaps:
 
     def spatial(self, kind, index, group):
         """One `(H, W)` map: `kind` is "gate", "norm_before" or "norm_after"."""
+        # `inputs` and `outputs` have C channels, not G groups: indexing them
+        # by group would silently return one channel.
+        if kind not in MAP_KINDS:
+            raise ValueError(
+                f"`kind` must be one of {', '.join(map(repr, MAP_KINDS))}. "
+                f"Received: kind={kind!r}"
+            )
         maps = getattr(self, kind)
         if self.data_format == "channels_last":
             return maps[index, :, :, group]
@@ -101,9 +111,15 @@ def sge_layers(model, layers=LAST_STAGE):
         A list of `SGE` layers.
 
     Raises:
-        ValueError: the model has no SGE layer, or a name is not an SGE
-            layer of the model.
+        ValueError: `model` is not a Keras model, it has no SGE layer,
+            `layers` is empty or not names, or a name is not an SGE layer of
+            the model.
     """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "`model` must be a keras.Model (load a saved file with "
+            f"keras.saving.load_model). Received: model of type {type(model).__name__}"
+        )
     found = [layer for layer in model.layers if isinstance(layer, SGE)]
     if not found:
         raise ValueError(
@@ -112,8 +128,9 @@ def sge_layers(model, layers=LAST_STAGE):
     if layers == ALL:
         return found
     if layers == LAST_STAGE:
+        _model_input(model)  # the stage is found from the layers' inputs
         return _last_stage(found)
-    names = [layers] if isinstance(layers, str) else list(layers)
+    names = _layer_names(layers)
     by_name = {layer.name: layer for layer in found}
     unknown = [name for name in names if name not in by_name]
     if unknown:
@@ -122,6 +139,19 @@ def sge_layers(model, layers=LAST_STAGE):
             f"Its SGE layers: {', '.join(by_name)}. Or pass {LAST_STAGE!r} or {ALL!r}."
         )
     return [by_name[name] for name in names]
+
+
+def _layer_names(layers):
+    try:
+        names = [layers] if isinstance(layers, str) else list(layers)
+    except TypeError:  # not iterable, e.g. None or a layer
+        names = []
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"`layers` must be {LAST_STAGE!r}, {ALL!r}, an SGE layer's name "
+            f"or a non-empty list of names (`layer.name`). Received: layers={layers!r}"
+        )
+    return list(names)
 
 
 def _last_stage(found):
@@ -172,7 +202,22 @@ def sge_probe(model, layers):
     }
     # `model.input` keeps the inputs' structure (a single tensor, not a
     # list of one), so the probe is called exactly like the model.
-    return keras.Model(model.input, outputs, name=f"{model.name}_sge_probe")
+    return keras.Model(
+        _model_input(model), outputs, name=f"{model.name}_sge_probe"
+    )
+
+
+def _model_input(model):
+    """`model.input`; a ValueError if the model has no graph of layers."""
+    try:
+        return model.input
+    except AttributeError:  # subclassed, or Sequential without keras.Input
+        raise ValueError(
+            f"Model {model.name!r} has no graph of layers to read the SGE "
+            "layers' inputs from: inspect a functional model "
+            "(keras.Model(inputs, outputs), or a Sequential model that "
+            "starts with keras.Input), not a subclassed one."
+        ) from None
 
 
 def group_norms(features, groups, data_format):
@@ -192,6 +237,8 @@ def group_norms(features, groups, data_format):
     >>> group_norms(np.full((1, 1, 1, 4), 3.0), 2, "channels_last").tolist()
     [[[[4.242640687119285, 4.242640687119285]]]]
     """
+    features = np.asarray(features)
+    data_format = _check_features(features, groups, data_format)
     if data_format == "channels_last":
         n, h, w, c = features.shape
         return np.linalg.norm(
@@ -201,6 +248,25 @@ def group_norms(features, groups, data_format):
     return np.linalg.norm(
         features.reshape(n, groups, c // groups, h, w), axis=2
     )
+
+
+def _check_features(features, groups, data_format):
+    """The checked data format; a ValueError for what cannot be grouped."""
+    data_format = standardize_data_format(data_format)
+    _positive_int("groups", groups)
+    if features.ndim != 4:
+        raise ValueError(
+            "`features` must be a rank-4 batch, (N, H, W, C) or (N, C, H, W). "
+            f"Received: features.shape={features.shape}"
+        )
+    channels = features.shape[-1 if data_format == "channels_last" else 1]
+    if channels % groups:
+        raise ValueError(
+            f"The number of channels ({channels}) must be divisible by groups "
+            f"({groups}), data_format={data_format!r}. "
+            f"Received: features.shape={features.shape}"
+        )
+    return data_format
 
 
 def inspect_sge(model, images, layers=LAST_STAGE, batch_size=16):
@@ -220,10 +286,16 @@ def inspect_sge(model, images, layers=LAST_STAGE, batch_size=16):
 
     Returns:
         A dict `{layer name: SGEMaps}`, in the order of the model's layers.
+
+    Raises:
+        ValueError: `batch_size` is not a positive integer; `images` is not
+            a non-empty numeric batch of the model's input shape; the model
+            has several inputs or is not functional; or see `sge_layers`.
     """
+    batch_size = _positive_int("batch_size", batch_size)
     chosen = sge_layers(model, layers)
     probe = sge_probe(model, chosen)
-    images = np.asarray(images)
+    images = _check_images(model, images)
     starts = range(0, len(images), batch_size)
     batches = [
         _run_batch(probe, chosen, images[start : start + batch_size])
@@ -233,6 +305,46 @@ def inspect_sge(model, images, layers=LAST_STAGE, batch_size=16):
         layer.name: _maps(layer, [batch[layer.name] for batch in batches])
         for layer in chosen
     }
+
+
+def _positive_int(name, value):
+    # NumPy integers are integers here too (e.g. a count computed with NumPy).
+    if isinstance(value, np.integer):
+        value = int(value)
+    return check_positive_int(name, value)
+
+
+def _check_images(model, images):
+    """`images` as a NumPy batch that the model's single input takes."""
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"inspect_sge takes a model with one input; model {model.name!r} "
+            f"has {len(model.inputs)}. Build the probe with `sge_probe`."
+        )
+    array = np.asarray(images)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            "`images` must be a numeric NumPy batch (already preprocessed). "
+            f"Received: images of type {type(images).__name__}, dtype {array.dtype}"
+        )
+    if array.shape[:1] == (0,):
+        raise ValueError(
+            "`images` is an empty batch: inspect_sge needs at least one "
+            f"image. Received: images.shape={array.shape}"
+        )
+    expected = tuple(model.inputs[0].shape)
+    if len(array.shape) != len(expected) or any(
+        size not in (None, got)
+        for size, got in zip(expected[1:], array.shape[1:])
+    ):
+        single = " (one image? pass images[None])" * (
+            array.ndim == len(expected) - 1
+        )
+        raise ValueError(
+            f"`images` must be a batch of the model's input shape {expected}{single}. "
+            f"Received: images.shape={array.shape}"
+        )
+    return array
 
 
 def _run_batch(probe, layers, batch):
@@ -284,6 +396,8 @@ def most_selective_groups(maps, index=0, count=4):
     Returns:
         A list of `count` group indices (fewer if the layer has fewer groups).
     """
+    # A negative count would slice off the least selective groups instead.
+    count = _positive_int("count", count)
     spread = [
         np.std(maps.spatial("gate", index, group))
         for group in range(maps.groups)

@@ -43,7 +43,8 @@ class SGE(keras.layers.Layer):
 
     The statistics are computed in float32 whatever the compute dtype, and
     the output comes back in the compute dtype, so the layer is safe under
-    `mixed_float16` and `mixed_bfloat16`.
+    `mixed_float16` and `mixed_bfloat16`. Integer and bool inputs are cast
+    to the compute dtype, as a `Conv2D` takes them.
 
     Speed and export: SGE is bandwidth-bound, so the layer is written as
     a few passes over the feature map in plain tensor ops (see
@@ -106,6 +107,13 @@ class SGE(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         check_positive_int("groups", groups)
+        if not keras.backend.is_float_dtype(self.compute_dtype):
+            # The gate is a fraction: in an integer dtype the output is 0.
+            raise ValueError(
+                "SGE computes in a floating-point dtype. Received: "
+                f"dtype={self.dtype_policy.name!r} (compute dtype "
+                f"{self.compute_dtype})"
+            )
         if not epsilon >= 0:
             raise ValueError(
                 "`epsilon` must be a non-negative number. "
@@ -174,7 +182,26 @@ class SGE(keras.layers.Layer):
         return channels
 
     def call(self, inputs):
+        inputs = self._to_compute_dtype(inputs)
         return sge_ops.sge_output(inputs, *self._sge_arguments())
+
+    def _to_compute_dtype(self, inputs):
+        """`inputs` as a tensor; integer and bool ones cast to the compute dtype.
+
+        Keras autocasts only float inputs (`DTypePolicy.convert_input`), and
+        in an integer dtype the gate (< 1) would truncate the output to 0.
+        Conv2D and Dense take integer images as numbers: so does SGE.
+        """
+        inputs = ops.convert_to_tensor(inputs)
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if keras.backend.is_float_dtype(dtype):
+            return inputs
+        if dtype != "bool" and not keras.backend.is_int_dtype(dtype):
+            raise ValueError(
+                "SGE takes real-valued inputs (float, integer or bool). "
+                f"Received: inputs.dtype={dtype}"
+            )
+        return ops.cast(inputs, self.compute_dtype)
 
     def gate(self, inputs):
         """Returns the sigmoid gate: one value per position and group.
@@ -187,7 +214,7 @@ class SGE(keras.layers.Layer):
         Args:
             inputs: the layer's input, (N, H, W, C) or (N, C, H, W).
         """
-        inputs = ops.convert_to_tensor(inputs)
+        inputs = self._to_compute_dtype(inputs)
         if not self.built:
             self.build(inputs.shape)
         return sge_ops.sge_gate(inputs, *self._sge_arguments())

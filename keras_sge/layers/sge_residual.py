@@ -21,7 +21,7 @@ class SGEResidual(SGE):
     Call arguments:
         inputs: the residual branch, (N, H, W, C) or (N, C, H, W).
         shortcut: the block's shortcut, the same shape; cast to the
-            input's dtype.
+            input's dtype (the compute dtype for an integer input).
 
     Example:
 
@@ -38,6 +38,7 @@ class SGEResidual(SGE):
     """
 
     def call(self, inputs, shortcut):
+        inputs = self._to_compute_dtype(inputs)
         shortcut = ops.convert_to_tensor(shortcut)
         if None not in tuple(shortcut.shape) + tuple(inputs.shape) and tuple(
             shortcut.shape

@@ -2,6 +2,7 @@
 
 import doctest
 import json
+import re
 
 import keras
 import numpy as np
@@ -227,3 +228,122 @@ def test_sge_residual_layer_reports_sge_not_the_block_output():
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+# ---------------------------------------------------------------------------
+# Mistakes a user makes, as clear errors
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_empty_batch_is_a_clear_error():
+    # E.g. a filter that kept no image: a traceback from np.concatenate before.
+    images = random_images(3)[:0]
+    with pytest.raises(
+        ValueError, match=r"empty batch.*images\.shape=\(0, 16, 16, 3\)"
+    ):
+        inspect.inspect_sge(tiny_sge_model(), images)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch_size", [0, -4, 2.5, None])
+def test_batch_size_must_be_a_positive_integer(batch_size):
+    with pytest.raises(
+        ValueError,
+        match=rf"`batch_size` must be a positive integer.*batch_size={batch_size}",
+    ):
+        inspect.inspect_sge(
+            tiny_sge_model(), random_images(2), batch_size=batch_size
+        )
+
+
+@pytest.mark.timeout(60)
+def test_a_numpy_integer_batch_size_is_an_integer(model_and_maps):
+    model, images, all_maps = model_and_maps
+    maps = inspect.inspect_sge(model, images, batch_size=np.int64(3))
+    harness.assert_all_close(
+        maps["block2_sge"].gate, all_maps["block2_sge"].gate
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "shape, hint",
+    [
+        ((16, 16, 3), r"one image\? pass images\[None\]"),
+        ((2, 20, 20, 3), ""),  # another image size
+        ((2, 16, 16, 1), ""),  # grayscale into an RGB model
+        ((1, 2, 16, 16, 3), ""),
+    ],
+)
+def test_images_not_of_the_models_input_shape_name_both_shapes(shape, hint):
+    images = np.zeros(shape, "float32")
+    with pytest.raises(
+        ValueError,
+        match=rf"input shape \(None, 16, 16, 3\).*{hint}.*"
+        + re.escape(f"images.shape={shape}"),
+    ):
+        inspect.inspect_sge(tiny_sge_model(), images)
+
+
+@pytest.mark.timeout(60)
+def test_images_that_are_not_a_numeric_batch_are_a_clear_error():
+    with pytest.raises(ValueError, match="numeric NumPy batch.*dtype <U5"):
+        inspect.inspect_sge(tiny_sge_model(), ["a.png", "b.png"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("layers", [[], None, "layer object"])
+def test_layers_must_be_names(layers):
+    model = tiny_sge_model()
+    if layers == "layer object":
+        layers = [model.get_layer("stem_sge")]
+    with pytest.raises(
+        ValueError, match=r"`layers` must be 'last_stage', 'all'.*Received"
+    ):
+        inspect.sge_layers(model, layers)
+
+
+@pytest.mark.timeout(60)
+def test_a_model_file_path_or_a_subclassed_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="must be a keras.Model.*type str"):
+        inspect.inspect_sge("model.keras", random_images(1))
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.sge = keras_sge.SGE(1)
+
+        def call(self, x):
+            return self.sge(x)
+
+    model = Subclassed()
+    model(random_images(1))
+    with pytest.raises(ValueError, match="'subclassed' has no graph of layers"):
+        inspect.inspect_sge(model, random_images(1))
+
+
+@pytest.mark.timeout(60)
+def test_map_kind_and_group_count_mistakes(model_and_maps):
+    maps = model_and_maps[2]["block1_sge"]
+    # `inputs` has C channels, not G groups: it is not a per-group map.
+    for kind in ("gates", "inputs"):
+        with pytest.raises(ValueError, match=f"`kind` must be.*kind='{kind}'"):
+            maps.spatial(kind, 0, 0)
+    for count in (0, -1):
+        with pytest.raises(ValueError, match=f"count={count}"):
+            inspect.most_selective_groups(maps, count=count)
+
+
+@pytest.mark.parametrize(
+    "shape, groups, data_format, match",
+    [
+        ((1, 2, 2, 6), 4, "channels_last", r"channels \(6\).*groups \(4\)"),
+        ((2, 2, 6), 2, "channels_last", r"rank-4.*shape=\(2, 2, 6\)"),
+        ((1, 2, 2, 6), 2, "NHWC", "data_format='NHWC'"),
+        ((1, 2, 2, 6), 0, "channels_last", "groups=0"),
+    ],
+)
+def test_group_norms_argument_mistakes(shape, groups, data_format, match):
+    with pytest.raises(ValueError, match=match):
+        inspect.group_norms(np.ones(shape), groups, data_format)

@@ -271,6 +271,37 @@ def test_mixed_precision_large_activations_stay_finite_and_accurate(policy):
     )
 
 
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+def test_integer_images_are_taken_as_numbers_in_the_compute_dtype(dtype):
+    # A user feeding raw pixels: like Conv2D, SGE computes in float, where
+    # an int output would truncate every gated value (< 1 times x) to 0.
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(0, 2 if dtype == "bool" else 256, (2, 5, 4, 16))
+    images = pixels.astype(dtype)
+    layer = keras_sge.SGE(4, gamma_initializer="random_normal")
+    output = layer(images)
+    assert keras.backend.standardize_dtype(output.dtype) == "float32"
+    expected = layer(images.astype("float32"))
+    harness.assert_all_close(output, expected)
+    assert np.abs(ops.convert_to_numpy(output)).max() > 0
+    harness.assert_all_close(
+        layer.gate(images), layer.gate(images.astype("float32"))
+    )
+
+
+def test_integer_images_follow_a_mixed_policy_and_functional_inputs():
+    images = np.random.default_rng(10).integers(0, 256, (2, 6, 6, 8))
+    inputs = keras.Input((6, 6, 8), dtype="int32")
+    layer = keras_sge.SGE(2, gamma_initializer="ones", dtype="mixed_float16")
+    model = keras.Model(inputs, layer(inputs))
+    output = model(images.astype("int32"))
+    assert keras.backend.standardize_dtype(output.dtype) == "float16"
+    harness.assert_all_close(
+        ops.cast(output, "float32"),
+        ops.cast(layer(images.astype("float16")), "float32"),
+    )
+
+
 def test_unknown_batch_and_spatial_dims_in_a_functional_model():
     inputs = keras.Input((None, None, 8))
     model = keras.Model(
@@ -339,6 +370,16 @@ def test_unknown_channel_dimension_is_rejected():
 def test_unknown_data_format_is_rejected():
     with pytest.raises(ValueError, match="data_format='NHWC'"):
         keras_sge.SGE(2, data_format="NHWC")
+
+
+def test_an_integer_layer_dtype_is_rejected():
+    with pytest.raises(ValueError, match="floating-point.*dtype='int32'"):
+        keras_sge.SGE(2, dtype="int32")
+
+
+def test_complex_inputs_are_rejected_naming_the_dtype():
+    with pytest.raises(ValueError, match="inputs.dtype=complex64"):
+        keras_sge.SGE(2)(np.ones((1, 4, 4, 8), "complex64"))
 
 
 def test_negative_epsilon_is_rejected():

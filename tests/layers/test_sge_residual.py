@@ -118,6 +118,17 @@ def test_shortcut_of_another_shape_is_rejected():
         )
 
 
+def test_integer_inputs_are_taken_as_numbers_in_the_compute_dtype():
+    # As SGE: an int32 branch is cast to float32, not gated to 0 in int32.
+    rng = np.random.default_rng(3)
+    x, shortcut = (rng.integers(-50, 50, (2, 5, 5, 8)) for _ in range(2))
+    layer = SGEResidual(2, gamma_initializer="random_normal")
+    output = layer(x.astype("int32"), shortcut.astype("int32"))
+    assert keras.backend.standardize_dtype(output.dtype) == "float32"
+    expected = layer(x.astype("float32"), shortcut.astype("float32"))
+    harness.assert_all_close(output, expected)
+
+
 def test_is_an_sge_layer_with_the_same_config():
     layer = SGEResidual(
         4, epsilon=1e-3, gamma_initializer="ones", name="block_sge"
