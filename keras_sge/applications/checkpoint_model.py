@@ -4,8 +4,10 @@ import keras
 
 from keras_sge.applications import torch_checkpoint
 from keras_sge.applications import torch_mapping
+from keras_sge.applications.architectures import ARCHITECTURES
 from keras_sge.applications.resnet import SGEResNet
 from keras_sge.applications.weights import WeightsFile
+from keras_sge.arguments import check_positive_int
 
 INFER = "infer"
 
@@ -17,8 +19,15 @@ def checkpoint_architecture(checkpoint, depth=None, groups=INFER, classes=None):
         checkpoint: a `WeightsFile` of a PyTorch checkpoint (or its path).
         depth, classes: override what the keys and shapes say (None: infer).
         groups: override the SGE groups (`None`: no SGE; `"infer"`: infer).
+
+    Raises:
+        ValueError: an override is out of range (checked before the file
+            is read), or the checkpoint is unreadable or of no known
+            architecture. An override that does not fit the checkpoint's
+            keys is refused when its weights are assigned, naming the keys.
     """
-    checkpoint = _torch_file(checkpoint)
+    check_overrides(depth, groups, classes)
+    checkpoint = open_checkpoint(checkpoint)
     arch = torch_checkpoint.infer_architecture(checkpoint.state_dict)
     arch.update(
         {
@@ -30,6 +39,27 @@ def checkpoint_architecture(checkpoint, depth=None, groups=INFER, classes=None):
     if groups != INFER:
         arch["groups"] = groups
     return arch
+
+
+def check_overrides(depth=None, groups=INFER, classes=None):
+    """Refuses an out-of-range override of `checkpoint_architecture`'s.
+
+    Checked before the checkpoint is read: reading a large one takes
+    seconds, and `classes=0` used to be echoed as "0 classes" and ignored.
+    """
+    if depth is not None and depth not in ARCHITECTURES:
+        raise ValueError(
+            f"`depth` must be one of {sorted(ARCHITECTURES)}, or None to read "
+            f"it from the checkpoint. Received: depth={depth!r}"
+        )
+    if groups not in (INFER, None):
+        check_positive_int(
+            "groups", groups, hint=", or None for a ResNet without SGE"
+        )
+    if classes is not None:
+        check_positive_int(
+            "classes", classes, hint=", or None to read it from the checkpoint"
+        )
 
 
 def from_checkpoint(
@@ -71,7 +101,7 @@ def from_checkpoint(
     model = applications.from_checkpoint("sge_resnet18.pth.tar")  # needs torch
     ```
     """
-    checkpoint = _torch_file(checkpoint)
+    checkpoint = open_checkpoint(checkpoint)
     arch = checkpoint_architecture(checkpoint, depth, groups, classes)
     if include_top is None:
         include_top = arch["classes"] is not None
@@ -92,12 +122,22 @@ def from_checkpoint(
     return model
 
 
-def _torch_file(checkpoint):
-    checkpoint = (
-        checkpoint
-        if isinstance(checkpoint, WeightsFile)
-        else WeightsFile(checkpoint)
-    )
+def open_checkpoint(checkpoint):
+    """A `WeightsFile` of a PyTorch checkpoint (read when first used).
+
+    Args:
+        checkpoint: the checkpoint's path, or a `WeightsFile` of one.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no file at the path.
+        ValueError: the file is a Keras weights file.
+    """
+    if not isinstance(checkpoint, WeightsFile):
+        # Checked here, not by `WeightsFile`, whose message speaks of the
+        # builders' `weights` argument.
+        checkpoint = WeightsFile(
+            torch_checkpoint.check_checkpoint_path(checkpoint)
+        )
     if checkpoint.is_keras:
         raise ValueError(
             f"{checkpoint.path!r} is a Keras weights file, not a PyTorch "

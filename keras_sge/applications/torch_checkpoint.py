@@ -12,6 +12,7 @@ torch is imported only when a file is read, and every file is loaded with
 import contextlib
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -74,33 +75,101 @@ def _allow_numpy_scalars(torch):
     )
 
 
+# What a checkpoint file is usually called, for pointing into a folder.
+_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
+# A Git LFS pointer: what a clone without `git lfs` holds instead of the file.
+_LFS_POINTER = b"version https://git-lfs"
+
+
+def check_checkpoint_path(path):
+    """Returns `path` if it names a file; refuses a missing path or a folder.
+
+    Checked before torch sees the path, whose own errors for these say
+    neither what is wrong nor which argument it was.
+
+    Raises:
+        FileNotFoundError: nothing is at `path`.
+        IsADirectoryError: `path` is a folder.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = sorted(
+            name for name in os.listdir(path) if name.endswith(_SUFFIXES)
+        )[:5]
+        raise IsADirectoryError(
+            f"{path!r} is a directory, not a checkpoint file: give the path of "
+            "the .pth/.pth.tar/.pt file"
+            + (f" (it holds {inside})." if inside else ".")
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path!r}")
+    return path
+
+
 def read_checkpoint(path):
     """Loads a torch checkpoint safely: CPU, `weights_only=True`.
 
     Raises:
+        FileNotFoundError, IsADirectoryError: see `check_checkpoint_path`.
         ValueError: the file is not a PyTorch checkpoint, or it holds
             objects that `weights_only=True` does not allow.
     """
     torch = _import_torch()
-    path = os.fspath(path)
+    path = check_checkpoint_path(path)
     try:
         with _allow_numpy_scalars(torch):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # e.g. permission denied: the system's message says it all.
     except Exception as error:  # torch raises many types for a bad file.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused:
-            raise ValueError(
-                f"The PyTorch checkpoint {path!r} holds an object that keras_sge "
-                "will not unpickle (it loads checkpoints with weights_only=True "
-                "so that a file cannot run code; only tensors, plain Python "
-                "values and numpy scalars are allowed). Refused: "
-                f"{refused.group(1)}. If you trust the "
-                "file, re-save just its state_dict with torch and convert that."
-            ) from error
-        raise ValueError(
-            f"{path!r} is not a PyTorch checkpoint that torch.load can read "
-            f"({type(error).__name__}: {error})."
-        ) from error
+        # `from None`: torch's own message advises `weights_only=False`,
+        # which would let the file run code; ours says what to do instead.
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path, error):
+    """The ValueError for a file `torch.load(weights_only=True)` refused."""
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if refused and not _cut_short(refused.group(1)):
+        return ValueError(
+            f"The PyTorch checkpoint {path!r} holds an object that keras_sge "
+            "will not unpickle (it loads checkpoints with weights_only=True "
+            "so that a file cannot run code; only tensors, plain Python "
+            "values and numpy scalars are allowed). Refused: "
+            f"{refused.group(1)}. If you trust the "
+            "file, re-save just its state_dict with torch and convert that."
+        )
+    with open(path, "rb") as file:
+        lfs = file.read(len(_LFS_POINTER)) == _LFS_POINTER
+    # torch's first sentence, unless it is the advice to drop weights_only.
+    sentence = str(error).strip().split("\n")[0].split(". ")[0][:160]
+    detail = type(error).__name__ + (
+        f": {sentence}" if sentence and "weights_only" not in sentence else ""
+    )
+    advice = (
+        "it is a Git LFS pointer, not the file: fetch it with `git lfs pull`"
+        if lfs
+        else "it may be truncated or not a checkpoint at all: copy or "
+        "download it again"
+    )
+    return ValueError(
+        f"{path!r} is not a PyTorch checkpoint (could not be read by "
+        f"torch.load(weights_only=True): {detail}); {advice}."
+    )
+
+
+def _cut_short(name):
+    """Whether a refused global's name was cut by the end of a truncated file.
+
+    A legacy (pre-zip) file cut inside its pickle ends mid-name, e.g.
+    `torch._utils._rebui` or `collectio.`: told apart from a real class by
+    an empty part or by an already imported module that lacks it. Nothing
+    is imported to find out.
+    """
+    module, _, attribute = name.rpartition(".")
+    if not module or not attribute:
+        return True
+    return module in sys.modules and not hasattr(sys.modules[module], attribute)
 
 
 def state_dict_from_checkpoint(checkpoint, source="checkpoint"):
@@ -135,7 +204,32 @@ def state_dict_from_checkpoint(checkpoint, source="checkpoint"):
         # DataParallel / DistributedDataParallel wrap the model as `module`.
         name = key[len("module.") :] if key.startswith("module.") else key
         state[name] = value.detach().cpu().float().numpy()
+    _check_finite(state, source)
     return state
+
+
+def _check_finite(state, source):
+    """Refuses NaN/Inf weights, which a diverged training run saves.
+
+    They would convert and load silently, and show only as NaN outputs.
+    """
+    bad = {
+        key: int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        for key, value in state.items()
+    }
+    bad = {key: count for key, count in bad.items() if count}
+    if not bad:
+        return
+    key, count = next(iter(bad.items()))
+    others = len(bad) - 1
+    others = (
+        f" ({others} more tensor{'s' * (others > 1)} too)" if others else ""
+    )
+    raise ValueError(
+        f"The {source} holds non-finite weights: {key!r} has {count} NaN/Inf "
+        f"values (of {np.size(state[key])}){others}. The training run diverged "
+        "or the file is damaged: convert an earlier checkpoint of the run."
+    )
 
 
 def load_state_dict(path):

@@ -132,6 +132,12 @@ def model_classes(model):
 
 def _check_file(weights):
     path = os.fspath(weights)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{path!r} is a directory: the `weights` argument should be the "
+            "path of a Keras weights file or a PyTorch checkpoint inside it. "
+            f"Received: weights={weights!r}"
+        )
     if not os.path.isfile(path):
         raise ValueError(
             "The `weights` argument should be either `None` (random "

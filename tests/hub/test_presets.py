@@ -148,6 +148,23 @@ def test_convert_refuses_a_directory_holding_files(tmp_path):
 
 
 @pytest.mark.needs_torch
+def test_overrides_apply_to_the_preset_as_to_the_weights_file(
+    official_checkpoint, tmp_path
+):
+    path, _ = official_checkpoint
+    directory = tmp_path / "preset"
+    with pytest.raises(
+        ValueError,
+        match=r"10-class classifier: shape mismatches: "
+        r"fc.weight: checkpoint \(1000, 512\), model \(10, 512\)",
+    ):
+        convert_to_preset(path, directory, verbose=False, classes=10)
+    with pytest.raises(ValueError, match=r"unexpected keys.*layer1.0.sge"):
+        convert_to_preset(path, directory, verbose=False, groups=None)
+    assert not directory.exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.needs_torch
 def test_class_names_must_fit_the_classifier(official_checkpoint, tmp_path):
     path, _ = official_checkpoint
     with pytest.raises(
