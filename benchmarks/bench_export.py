@@ -3,8 +3,8 @@
 Run from the repository root, after training the digits model (about a
 minute on 2 CPU cores):
 
-    python examples/train.py --output-dir runs/digits
-    python -m benchmarks.bench_export --model runs/digits/model.keras
+    python examples/train.py
+    python -m benchmarks.bench_export --model runs/sge_resnet18-digits/model.keras
 
 Every artifact is written with the plain Keras call a user would make,
 except the int8 LiteRT file (`keras_sge.litert.export_integer`, because
