@@ -9,6 +9,9 @@ cycle in the design. `from package import name` depends on the submodule
 import ast
 import pathlib
 
+import keras
+import pytest
+
 from tests import harness
 
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent / "keras_sge"
@@ -123,3 +126,51 @@ def test_importing_the_package_does_not_import_optional_dependencies():
         """
     )
     assert stdout.strip().splitlines()[-1] == "[]"
+
+
+def _no_global_settings(monkeypatch):
+    """Makes any change of Keras's image data format or dtype policy fail."""
+
+    def refuse(*args):
+        raise AssertionError(f"a builder set a Keras global: {args}")
+
+    monkeypatch.setattr(keras.config, "set_image_data_format", refuse)
+    monkeypatch.setattr(keras.config, "set_dtype_policy", refuse)
+
+
+def test_builders_take_layout_and_policy_as_arguments(monkeypatch):
+    """The data format and dtype reach every layer; no global is touched."""
+    from keras_sge.applications import SGEResNet18
+
+    _no_global_settings(monkeypatch)
+    model = SGEResNet18(
+        input_shape=(3, 32, 32),
+        classes=10,
+        data_format="channels_first",
+        dtype="mixed_bfloat16",
+    )
+    assert keras.config.image_data_format() == "channels_last"
+    spatial = [layer for layer in model.layers if hasattr(layer, "data_format")]
+    assert spatial and {layer.data_format for layer in spatial} == {
+        "channels_first"
+    }
+    policies = {
+        layer.dtype_policy.name
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    }
+    # The classifier computes in float32 whatever the policy.
+    assert policies == {"mixed_bfloat16", "float32"}, policies
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+
+
+def test_the_kerashub_backbone_sets_no_keras_global(monkeypatch):
+    pytest.importorskip("keras_hub")
+    from keras_sge.hub import SGEResNetBackbone
+
+    _no_global_settings(monkeypatch)
+    backbone = SGEResNetBackbone(
+        depth=18, data_format="channels_first", dtype="bfloat16"
+    )
+    assert backbone.get_layer("conv1_conv").data_format == "channels_first"
+    assert backbone.get_layer("conv2_block1_sge").compute_dtype == "bfloat16"

@@ -31,6 +31,7 @@ from keras_sge.applications.architectures import ARCHITECTURES
 from keras_sge.applications.architectures import EXPANSION
 from keras_sge.applications.architectures import STAGE_WIDTHS
 from keras_sge.arguments import check_positive_int
+from keras_sge.arguments import standardize_data_format
 from keras_sge.layers.sge_residual import SGEResidual
 from keras_sge.layers.squeeze_excite import SqueezeExcite
 
@@ -46,6 +47,8 @@ class _Layers:
 
     One object instead of a dict of options passed through every helper:
     the options are attributes, set once from the builder's arguments.
+    Every layer gets the data format and dtype policy as arguments, so
+    building reads no Keras global but the defaults of `None`.
     """
 
     def __init__(
@@ -55,15 +58,21 @@ class _Layers:
         kernel_regularizer,
         synchronized_bn,
         zero_init_residual,
+        data_format,
+        dtype,
     ):
         self.attention = attention
         self.groups = groups
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.synchronized_bn = synchronized_bn
         self.zero_init_residual = zero_init_residual
-        self.channel_axis = (
-            -1 if keras.config.image_data_format() == "channels_last" else 1
-        )
+        self.data_format = data_format
+        self.dtype = dtype
+        self.channel_axis = -1 if data_format == "channels_last" else 1
+
+    def layout(self):
+        """The keyword arguments every spatial layer takes."""
+        return dict(data_format=self.data_format, dtype=self.dtype)
 
     def conv(self, x, filters, kernel_size, strides, name):
         """A bias-free convolution; torch's symmetric padding made explicit.
@@ -75,7 +84,7 @@ class _Layers:
         padding = "same"
         if strides > 1 and kernel_size > 1:
             x = layers.ZeroPadding2D(
-                padding=kernel_size // 2, name=name + "_pad"
+                padding=kernel_size // 2, name=name + "_pad", **self.layout()
             )(x)
             padding = "valid"
         return layers.Conv2D(
@@ -90,6 +99,7 @@ class _Layers:
             ),
             kernel_regularizer=self.kernel_regularizer,
             name=name + "_conv",
+            **self.layout(),
         )(x)
 
     def conv_bn(
@@ -112,9 +122,10 @@ class _Layers:
             else "ones",
             synchronized=self.synchronized_bn,
             name=name + "_bn",
+            dtype=self.dtype,
         )(x)
         if relu:
-            x = layers.ReLU(name=name + "_relu")(x)
+            x = layers.ReLU(name=name + "_relu", dtype=self.dtype)(x)
         return x
 
     def branch(self, x, kind, width, strides, name):
@@ -146,14 +157,18 @@ class _Layers:
         x = self.branch(x, kind, width, strides, name)
         if self.attention == "sge":
             # SGE, the add and the ReLU as one op; `_out` names the output.
-            x = SGEResidual(groups=self.groups, name=name + "_sge")(x, shortcut)
-            return layers.Identity(name=name + "_out")(x)
+            x = SGEResidual(
+                groups=self.groups, name=name + "_sge", **self.layout()
+            )(x, shortcut)
+            return layers.Identity(name=name + "_out", dtype=self.dtype)(x)
         if self.attention == "se":
-            x = SqueezeExcite(reduction=SE_REDUCTION, name=name + "_se")(x)
+            x = SqueezeExcite(
+                reduction=SE_REDUCTION, name=name + "_se", **self.layout()
+            )(x)
         elif self.attention is not None:
             x = self.attention(filters, name + "_attention")(x)
-        x = layers.Add(name=name + "_add")([shortcut, x])
-        return layers.ReLU(name=name + "_out")(x)
+        x = layers.Add(name=name + "_add", dtype=self.dtype)([shortcut, x])
+        return layers.ReLU(name=name + "_out", dtype=self.dtype)(x)
 
     def stem(self, x):
         """7x7/2 conv (pad 3) -> BN -> ReLU -> 3x3/2 max pool (pad 1).
@@ -162,8 +177,12 @@ class _Layers:
         because the input is a ReLU output (>= 0).
         """
         x = self.conv_bn(x, 64, 7, 2, "conv1")
-        x = layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
-        return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        x = layers.ZeroPadding2D(padding=1, name="pool1_pad", **self.layout())(
+            x
+        )
+        return layers.MaxPooling2D(
+            3, strides=2, name="pool1_pool", **self.layout()
+        )(x)
 
     def stages(self, x, depth):
         kind, blocks_per_stage = ARCHITECTURES[depth]
@@ -179,7 +198,9 @@ class _Layers:
 
     def head(self, x, include_top, pooling, classes, classifier_activation):
         if include_top:
-            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            x = layers.GlobalAveragePooling2D(name="avg_pool", **self.layout())(
+                x
+            )
             # torch's nn.Linear init: kernel and bias uniform in +-1/sqrt(fan_in).
             limit = 1.0 / x.shape[-1] ** 0.5
             # float32 whatever the policy: softmax and the loss need the range.
@@ -197,9 +218,13 @@ class _Layers:
                 name=weights_lib.CLASSIFIER,
             )(x)
         if pooling == "avg":
-            return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            return layers.GlobalAveragePooling2D(
+                name="avg_pool", **self.layout()
+            )(x)
         if pooling == "max":
-            return layers.GlobalMaxPooling2D(name="max_pool")(x)
+            return layers.GlobalMaxPooling2D(name="max_pool", **self.layout())(
+                x
+            )
         return x
 
 
@@ -218,6 +243,8 @@ def SGEResNet(
     kernel_regularizer=None,
     synchronized_bn=False,
     zero_init_residual=False,
+    data_format=None,
+    dtype=None,
 ):
     """Builds an SGE-ResNet of the given depth (18, 34, 50, 101 or 152).
 
@@ -228,13 +255,18 @@ def SGEResNet(
     _validate_arguments(
         depth, include_top, weights, pooling, classes, attention, groups
     )
-    img_input = _image_input(input_tensor, input_shape, include_top)
+    data_format = standardize_data_format(data_format)
+    img_input = _image_input(
+        input_tensor, input_shape, include_top, data_format
+    )
     make = _Layers(
         attention,
         groups,
         kernel_regularizer,
         synchronized_bn,
         zero_init_residual,
+        data_format,
+        dtype,
     )
     x = make.stem(img_input)
     x = make.stages(x, depth)
@@ -255,6 +287,8 @@ def SGEResNet(
                 classes=classes,
                 groups=groups,
                 attention=attention,
+                data_format=data_format,
+                dtype=dtype,
             )
 
         weights_lib.load_weights(model, weights, with_classifier)
@@ -332,8 +366,10 @@ def _validate_groups(depth, groups):
         )
 
 
-def _image_input(input_tensor, input_shape, include_top):
-    input_shape = _standardize_input_shape(input_shape, include_top)
+def _image_input(input_tensor, input_shape, include_top, data_format):
+    input_shape = _standardize_input_shape(
+        input_shape, include_top, data_format
+    )
     if input_tensor is None:
         return layers.Input(shape=input_shape)
     if not keras.backend.is_keras_tensor(input_tensor):
@@ -346,8 +382,8 @@ def _image_input(input_tensor, input_shape, include_top):
     return input_tensor
 
 
-def _standardize_input_shape(input_shape, include_top):
-    channels_last = keras.config.image_data_format() == "channels_last"
+def _standardize_input_shape(input_shape, include_top, data_format):
+    channels_last = data_format == "channels_last"
     if input_shape is None:
         size = 224 if include_top else None
         return (size, size, 3) if channels_last else (3, size, size)
@@ -435,6 +471,12 @@ Args:
         statistics across replicas in a distributed strategy.
     zero_init_residual: if `True`, the last BN of each residual branch
         starts with gamma 0, as the reference's `zero_init_residual` option.
+    data_format: `"channels_last"` (NHWC) or `"channels_first"` (NCHW);
+        `None` uses `keras.config.image_data_format()`. Passed to every
+        layer: building sets no Keras global.
+    dtype: the dtype policy of every layer (e.g. `"mixed_bfloat16"`);
+        `None` uses Keras's global policy. The classifier computes in
+        float32 whatever the policy.
 
 Returns:
     A `keras.Model` instance.
@@ -465,117 +507,57 @@ def _docstring(depth, title, reference):
     )
 
 
-def SGEResNet18(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    groups=64,
-    attention="sge",
-    kernel_regularizer=None,
-    synchronized_bn=False,
-    zero_init_residual=False,
-):
-    return SGEResNet(18, **locals())
+def _public_builder(depth, title, reference):
+    """`SGEResNet{depth}`: `SGEResNet` with the depth fixed."""
+
+    def builder(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=None,
+        groups=64,
+        attention="sge",
+        kernel_regularizer=None,
+        synchronized_bn=False,
+        zero_init_residual=False,
+        data_format=None,
+        dtype=None,
+    ):
+        return SGEResNet(
+            depth,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            groups=groups,
+            attention=attention,
+            kernel_regularizer=kernel_regularizer,
+            synchronized_bn=synchronized_bn,
+            zero_init_residual=zero_init_residual,
+            data_format=data_format,
+            dtype=dtype,
+        )
+
+    builder.__name__ = builder.__qualname__ = f"SGEResNet{depth}"
+    builder.__doc__ = _docstring(depth, title, reference)
+    return builder
 
 
-SGEResNet18.__doc__ = _docstring(
-    18, "SGE-ResNet-18", "BasicBlock, [2, 2, 2, 2]"
-)
-
-
-def SGEResNet34(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    groups=64,
-    attention="sge",
-    kernel_regularizer=None,
-    synchronized_bn=False,
-    zero_init_residual=False,
-):
-    return SGEResNet(34, **locals())
-
-
-SGEResNet34.__doc__ = _docstring(
-    34, "SGE-ResNet-34", "BasicBlock, [3, 4, 6, 3]"
-)
-
-
-def SGEResNet50(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    groups=64,
-    attention="sge",
-    kernel_regularizer=None,
-    synchronized_bn=False,
-    zero_init_residual=False,
-):
-    return SGEResNet(50, **locals())
-
-
-SGEResNet50.__doc__ = _docstring(
-    50, "SGE-ResNet-50", "Bottleneck, [3, 4, 6, 3]"
-)
-
-
-def SGEResNet101(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    groups=64,
-    attention="sge",
-    kernel_regularizer=None,
-    synchronized_bn=False,
-    zero_init_residual=False,
-):
-    return SGEResNet(101, **locals())
-
-
-SGEResNet101.__doc__ = _docstring(
+SGEResNet18 = _public_builder(18, "SGE-ResNet-18", "BasicBlock, [2, 2, 2, 2]")
+SGEResNet34 = _public_builder(34, "SGE-ResNet-34", "BasicBlock, [3, 4, 6, 3]")
+SGEResNet50 = _public_builder(50, "SGE-ResNet-50", "Bottleneck, [3, 4, 6, 3]")
+SGEResNet101 = _public_builder(
     101, "SGE-ResNet-101", "Bottleneck, [3, 4, 23, 3]"
 )
-
-
-def SGEResNet152(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    groups=64,
-    attention="sge",
-    kernel_regularizer=None,
-    synchronized_bn=False,
-    zero_init_residual=False,
-):
-    return SGEResNet(152, **locals())
-
-
-SGEResNet152.__doc__ = _docstring(
+SGEResNet152 = _public_builder(
     152, "SGE-ResNet-152", "Bottleneck, [3, 8, 36, 3]"
 )
 

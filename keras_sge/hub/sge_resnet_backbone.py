@@ -1,7 +1,5 @@
 """`SGEResNetBackbone`: the SGE-ResNets as a KerasHub feature-pyramid backbone."""
 
-import contextlib
-
 import keras
 
 from keras_sge import applications
@@ -84,12 +82,13 @@ class SGEResNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             )
         data_format = standardize_data_format(data_format)
         image_shape = _standardize_image_shape(image_shape, data_format)
-        # The builders take the data format and dtype policy from Keras's
-        # global settings, as keras.applications do.
-        with _global_settings(data_format, dtype):
-            network = BUILDERS[depth](
-                include_top=False, input_shape=image_shape, groups=groups
-            )
+        network = BUILDERS[depth](
+            include_top=False,
+            input_shape=image_shape,
+            groups=groups,
+            data_format=data_format,
+            dtype=dtype,
+        )
         stage_outputs = [
             network.get_layer(name).output
             for name in applications.stage_output_names(network)
@@ -129,20 +128,3 @@ def _standardize_image_shape(image_shape, data_format):
         )
     # JSON configs give lists; the builders validate the rest.
     return tuple(image_shape)
-
-
-@contextlib.contextmanager
-def _global_settings(data_format, dtype):
-    """Sets Keras's image data format and (if given) dtype policy for a block."""
-    previous_format, previous_policy = (
-        keras.config.image_data_format(),
-        keras.config.dtype_policy(),
-    )
-    keras.config.set_image_data_format(data_format)
-    if dtype is not None:
-        keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
-    try:
-        yield
-    finally:
-        keras.config.set_image_data_format(previous_format)
-        keras.config.set_dtype_policy(previous_policy)
