@@ -37,6 +37,9 @@ from keras_sge.layers.squeeze_excite import SqueezeExcite
 
 # The attentions known by name; `attention` may also be a callable.
 ATTENTIONS = ("sge", "se", None)
+# "imagenet": the reference's 7x7/2 stem and 3x3/2 max pool (stride 4);
+# "small": a 3x3 stride-1 stem without pooling, as the CIFAR ResNets.
+STEMS = ("imagenet", "small")
 # SENet's channel reduction, as in the paper's SE-ResNet baselines.
 SE_REDUCTION = 16
 _NAME_PREFIX = {"sge": "sge_", "se": "se_", None: ""}
@@ -170,12 +173,16 @@ class _Layers:
         x = layers.Add(name=name + "_add", dtype=self.dtype)([shortcut, x])
         return layers.ReLU(name=name + "_out", dtype=self.dtype)(x)
 
-    def stem(self, x):
+    def stem(self, x, kind):
         """7x7/2 conv (pad 3) -> BN -> ReLU -> 3x3/2 max pool (pad 1).
 
         Zero padding before the max pool matches torch's -inf padding
-        because the input is a ReLU output (>= 0).
+        because the input is a ReLU output (>= 0). The small stem is a 3x3
+        stride-1 conv -> BN -> ReLU: on 32x32 images the stages then see
+        32/16/8/4 maps instead of 8/4/2/1.
         """
+        if kind == "small":
+            return self.conv_bn(x, 64, 3, 1, "conv1")
         x = self.conv_bn(x, 64, 7, 2, "conv1")
         x = layers.ZeroPadding2D(padding=1, name="pool1_pad", **self.layout())(
             x
@@ -245,6 +252,7 @@ def SGEResNet(
     zero_init_residual=False,
     data_format=None,
     dtype=None,
+    stem="imagenet",
 ):
     """Builds an SGE-ResNet of the given depth (18, 34, 50, 101 or 152).
 
@@ -255,6 +263,10 @@ def SGEResNet(
     _validate_arguments(
         depth, include_top, weights, pooling, classes, attention, groups
     )
+    if stem not in STEMS:
+        raise ValueError(
+            f"`stem` must be one of {STEMS}. Received: stem={stem!r}"
+        )
     data_format = standardize_data_format(data_format)
     img_input = _image_input(
         input_tensor, input_shape, include_top, data_format
@@ -268,7 +280,7 @@ def SGEResNet(
         data_format,
         dtype,
     )
-    x = make.stem(img_input)
+    x = make.stem(img_input, stem)
     x = make.stages(x, depth)
     x = make.head(x, include_top, pooling, classes, classifier_activation)
 
@@ -289,6 +301,7 @@ def SGEResNet(
                 attention=attention,
                 data_format=data_format,
                 dtype=dtype,
+                stem=stem,
             )
 
         weights_lib.load_weights(model, weights, with_classifier)
@@ -477,6 +490,11 @@ Args:
     dtype: the dtype policy of every layer (e.g. `"mixed_bfloat16"`);
         `None` uses Keras's global policy. The classifier computes in
         float32 whatever the policy.
+    stem: `"imagenet"` (the reference's 7x7 stride-2 convolution and 3x3
+        stride-2 max pooling) or `"small"` (one 3x3 stride-1 convolution,
+        no pooling, as the CIFAR ResNets): for 32-64 px images, where the
+        ImageNet stem leaves the last stages 1x1 or 2x2 maps. The official
+        checkpoints have the ImageNet stem.
 
 Returns:
     A `keras.Model` instance.
@@ -526,6 +544,7 @@ def _public_builder(depth, title, reference):
         zero_init_residual=False,
         data_format=None,
         dtype=None,
+        stem="imagenet",
     ):
         return SGEResNet(
             depth,
@@ -544,6 +563,7 @@ def _public_builder(depth, title, reference):
             zero_init_residual=zero_init_residual,
             data_format=data_format,
             dtype=dtype,
+            stem=stem,
         )
 
     builder.__name__ = builder.__qualname__ = f"SGEResNet{depth}"

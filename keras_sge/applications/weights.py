@@ -211,11 +211,32 @@ _LEGACY_SGE_GROUP = re.compile(r"^sge(_\d+)?$")
 
 
 def _load_keras_file(model, path):
-    if not _is_legacy_layout(model, path):
-        model.load_weights(path)
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        model.load_weights(_modernised_copy(path, scratch))
+    try:
+        if not _is_legacy_layout(model, path):
+            model.load_weights(path)
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            model.load_weights(_modernised_copy(path, scratch))
+    except ValueError as error:
+        raise _mismatch(error, model, path) from None
+
+
+def _mismatch(error, model, path):
+    """Keras's shape error, shortened to the variable and the two shapes."""
+    message = str(error)
+    variable = re.search(r"Variable path=([^,]+)", message)
+    shapes = re.search(
+        r"variable\.shape=(\(.*?\)), Received: value\.shape=(\(.*?\))",
+        message,
+    )
+    if not (variable and shapes):
+        return error
+    return ValueError(
+        f"The weights in {path!r} do not fit the model {model.name!r}: "
+        f"{variable.group(1)} has shape {shapes.group(1)} in the model and "
+        f"{shapes.group(2)} in the file. Build the model with the arguments "
+        "the file was saved with (depth, groups, attention, stem)."
+    )
 
 
 def _weights_file_of(path, scratch):

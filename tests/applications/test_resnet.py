@@ -366,6 +366,7 @@ def test_initializers_follow_torch():
         ({"input_shape": (16, 16, 3)}, "at least 32x32"),
         ({"input_shape": (32, 32)}, "Received: input_shape=(32, 32)"),
         ({"input_shape": (32, 32, None)}, "channel"),
+        ({"stem": "cifar"}, "Received: stem='cifar'"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
@@ -421,6 +422,67 @@ def test_stage_outputs_bottleneck_names_and_errors():
         applications.stage_outputs(
             keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         )
+
+
+# --------------------------------------------------------------------------
+# The small-image stem
+# --------------------------------------------------------------------------
+
+
+def test_small_stem_keeps_the_maps_large():
+    """3x3 stride-1 stem, no pooling: 32x32 images give 32/16/8/4 maps."""
+    backbone = applications.SGEResNet18(
+        include_top=False, input_shape=(32, 32, 3), stem="small"
+    )
+    sizes = [
+        backbone.get_layer(name).output.shape[1]
+        for name in applications.stage_output_names(backbone)
+    ]
+    assert sizes == [32, 16, 8, 4]
+    conv1 = backbone.get_layer("conv1_conv")
+    assert conv1.kernel_size == (3, 3) and conv1.strides == (1, 1)
+    names = {layer.name for layer in backbone.layers}
+    assert not names & {"pool1_pad", "pool1_pool", "conv1_pad"}
+    # Only conv1's kernel differs in size from the ImageNet stem's network.
+    imagenet = applications.SGEResNet18(
+        include_top=False, input_shape=(32, 32, 3)
+    )
+    assert (
+        imagenet.count_params() - backbone.count_params()
+        == (7 * 7 - 3 * 3) * 3 * 64
+    )
+
+
+def test_small_stem_lets_the_last_stage_learn_its_gates():
+    """With the ImageNet stem a 32x32 image leaves conv5 1x1: no gamma gradient."""
+    x, y = images(4, 32), np.eye(5)[[0, 1, 2, 3]]
+    moved = {}
+    for stem in ("imagenet", "small"):
+        model = small_model(stem=stem)
+        model.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        gamma = model.get_layer("conv5_block2_sge").gamma
+        moved[stem] = np.abs(keras.ops.convert_to_numpy(gamma)).max()
+    assert moved["imagenet"] == 0.0 and moved["small"] > 0.0, moved
+
+
+def test_small_stem_model_harness(tmp_path):
+    harness.run_model_test(
+        lambda: small_model(classes=3, stem="small"),
+        images(2, 32),
+        expected_output_shape=(2, 3),
+        run_mixed_precision=False,
+        tmp_path=tmp_path,
+    )
+
+
+def test_imagenet_stem_weights_do_not_load_into_the_small_stem(tmp_path):
+    path = str(tmp_path / "imagenet_stem.weights.h5")
+    small_model().save_weights(path)
+    with pytest.raises(
+        ValueError, match=re.escape("conv1_conv/kernel has shape (3, 3, 3, 64)")
+    ):
+        small_model(stem="small", weights=path)
 
 
 # --------------------------------------------------------------------------
