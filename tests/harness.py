@@ -19,6 +19,10 @@ from keras import ops
 import keras_sge  # noqa: F401  (registers the serializable classes)
 
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# The low-precision policies a layer must follow, as KerasHub's
+# `run_precision_test` checks them: the mixed ones keep float32 variables,
+# the full "bfloat16" policy has bfloat16 variables too.
+PRECISION_POLICIES = (*MIXED_POLICIES, "bfloat16")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -80,7 +84,8 @@ def run_layer_test(
             the weight counts after build.
         run_training: fit one step inside a model (with jit_compile where the
             backend supports it) and check that the weights move.
-        run_mixed_precision: check mixed_float16 and mixed_bfloat16.
+        run_mixed_precision: check mixed_float16, mixed_bfloat16 and the
+            full bfloat16 policy (`PRECISION_POLICIES`).
         run_saving: `.keras` save/load round trip (needs `tmp_path`).
     """
     _check_config_round_trip(layer_cls, init_kwargs, input_data)
@@ -98,8 +103,8 @@ def run_layer_test(
     if run_training:
         _check_training_step(layer_cls(**init_kwargs), input_data)
     if run_mixed_precision:
-        for policy in MIXED_POLICIES:
-            _check_mixed_precision(layer_cls, init_kwargs, input_data, policy)
+        for policy in PRECISION_POLICIES:
+            _check_precision_policy(layer_cls, init_kwargs, input_data, policy)
     if run_saving:
         model = keras.Sequential(
             [keras.Input(input_data.shape[1:]), layer_cls(**init_kwargs)]
@@ -172,13 +177,19 @@ def _check_training_step(layer, input_data):
         )
 
 
-def _check_mixed_precision(layer_cls, init_kwargs, input_data, policy):
+def _check_precision_policy(layer_cls, init_kwargs, input_data, policy):
+    """Output in the compute dtype, variables in the variable dtype.
+
+    Keras's dtype-policy contract: float32 variables under the mixed
+    policies, bfloat16 ones under "bfloat16" (KerasHub checks both).
+    """
     layer = layer_cls(**{**init_kwargs, "dtype": policy})
     output = layer(input_data)
     assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
     assert layer.compute_dtype != "float32"
+    variable_dtype = layer.dtype_policy.variable_dtype
     for weight in layer.weights:
-        assert weight.dtype == "float32", (
+        assert weight.dtype == variable_dtype, (
             f"{weight.path} is {weight.dtype} under {policy}"
         )
     assert_finite(output, f"under {policy}")

@@ -50,8 +50,9 @@ class SGEResNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             `keras.config.image_data_format()`.
         dtype: `None`, str or `keras.DTypePolicy`. The dtype policy of the
             layers, e.g. `"mixed_bfloat16"`; `None` uses the global policy.
-            SGE keeps its statistics and parameters in float32 whatever the
-            policy.
+            SGE keeps its statistics in float32 whatever the policy; its
+            parameters are in the policy's variable dtype, like every
+            layer's (float32 under the mixed policies).
 
     Example:
 

@@ -10,10 +10,6 @@ from keras_sge.arguments import check_positive_int
 from keras_sge.arguments import standardize_data_format
 from keras_sge.layers import sge_ops
 
-# Statistics are always taken in float32: under mixed_float16 a similarity
-# map of activations around 100 over 64 channels already exceeds float16.
-_STATS_DTYPE = sge_ops.STATS_DTYPE
-
 
 @keras.saving.register_keras_serializable(package="keras_sge")
 class SGE(keras.layers.Layer):
@@ -43,8 +39,12 @@ class SGE(keras.layers.Layer):
 
     The statistics are computed in float32 whatever the compute dtype, and
     the output comes back in the compute dtype, so the layer is safe under
-    `mixed_float16` and `mixed_bfloat16`. Integer and bool inputs are cast
-    to the compute dtype, as a `Conv2D` takes them.
+    `mixed_float16` and `mixed_bfloat16`. `gamma` and `beta` follow the
+    dtype policy's variable dtype (float32 under the mixed policies,
+    bfloat16 under `"bfloat16"`) and are upcast to float32 where the gate
+    is computed; weights saved in either dtype load into the other.
+    Integer and bool inputs are cast to the compute dtype, as a `Conv2D`
+    takes them.
 
     Speed and export: SGE is bandwidth-bound, so the layer is written as
     a few passes over the feature map in plain tensor ops (see
@@ -138,15 +138,17 @@ class SGE(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={self.channel_axis: channels}
         )
-        # gamma and beta are float32 under every policy: they are the
-        # statistics' affine parameters, applied in float32.
+        # gamma and beta are in the policy's variable dtype (float32 under
+        # the mixed policies, bfloat16 under "bfloat16"), as Keras's own
+        # GroupNormalization keeps them. autocast=False: sge_ops reads them
+        # as they are and upcasts them to the float32 of the statistics,
+        # where Keras's autocast would first round them to the compute dtype.
         self.gamma = self.add_weight(
             shape=(self.groups,),
             name="gamma",
             initializer=self.gamma_initializer,
             regularizer=self.gamma_regularizer,
             constraint=self.gamma_constraint,
-            dtype=_STATS_DTYPE,
             autocast=False,
         )
         self.beta = self.add_weight(
@@ -155,7 +157,6 @@ class SGE(keras.layers.Layer):
             initializer=self.beta_initializer,
             regularizer=self.beta_regularizer,
             constraint=self.beta_constraint,
-            dtype=_STATS_DTYPE,
             autocast=False,
         )
 

@@ -37,7 +37,8 @@ gradient (tests/layers/test_sge_speed_paths.py) and is finite where
 autodiff is not: on a 1x1 or spatially constant map the std is 0 and
 autodiff through `sqrt` gives NaN; here that term is 0.
 
-All statistics are float32; the output is in the input's dtype.
+All statistics are float32, gamma and beta are upcast to float32 where
+they are used, and the output is in the input's dtype.
 """
 
 import functools
@@ -377,6 +378,16 @@ def _read(weight):
     return weight
 
 
+def _stats_weights(gamma, beta):
+    """gamma and beta as float32 tensors, the dtype of the statistics.
+
+    The variables follow the layer's dtype policy (bfloat16 under
+    "bfloat16"); the gate is computed in float32 like the statistics it
+    scales, so a low-precision weight is upcast here, where it is used.
+    """
+    return _to_stats(_read(gamma)), _to_stats(_read(beta))
+
+
 def _layout_of(x, groups, data_format):
     channels = x.shape[-1 if data_format == "channels_last" else 1]
     return _layout(groups, channels, data_format, keras.backend.backend())
@@ -389,7 +400,8 @@ def sge_output(
 
     Args:
         x: (N, H, W, C) for channels_last, (N, C, H, W) for channels_first.
-        gamma, beta: float32 (G,) tensors.
+        gamma, beta: (G,) tensors or variables of any float dtype; they
+            are used in float32 and get gradients in their own dtype.
         groups, epsilon, data_format: as the `SGE` layer's.
     """
     epsilon = float(epsilon)
@@ -409,7 +421,11 @@ def sge_output(
 
         return output, grad
 
-    return _sge(x, _read(gamma), _read(beta))
+    # gamma and beta go to float32 outside the custom gradient: the VJP
+    # works in float32 only, and autodiff of this cast returns their
+    # gradients in their own dtype (bfloat16 variables under the "bfloat16"
+    # policy). A float32 weight passes through unchanged.
+    return _sge(x, *_stats_weights(gamma, beta))
 
 
 def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
@@ -418,7 +434,7 @@ def sge_gate(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     grouped = layout.grouped(x)
     centered, std, _ = _similarity_stats(_to_stats(grouped), layout)
     gate, _, _ = _gate_from_stats(
-        centered, std, _read(gamma), _read(beta), layout, float(epsilon)
+        centered, std, *_stats_weights(gamma, beta), layout, float(epsilon)
     )
     return layout.gate_map(gate, x)
 
@@ -428,4 +444,5 @@ def sge_output_autodiff(
 ):
     """The same output through the same ops and autodiff (tests, benchmarks)."""
     layout = _layout_of(x, groups, data_format)
+    gamma, beta = _stats_weights(gamma, beta)
     return _forward(x, gamma, beta, layout, float(epsilon))[0]

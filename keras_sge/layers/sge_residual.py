@@ -37,6 +37,14 @@ class SGEResidual(SGE):
     ```
     """
 
+    def build(self, inputs_shape, shortcut_shape=None):
+        # Keras names build()'s arguments after call()'s tensor arguments
+        # (`<arg>_shape`, as MultiHeadAttention's), and its test harness
+        # builds a two-input layer with `build(inputs_shape=...,
+        # shortcut_shape=...)`. The weights depend on the branch only; the
+        # shortcut's shape is checked in `call`.
+        super().build(inputs_shape)
+
     def call(self, inputs, shortcut):
         inputs = self._to_compute_dtype(inputs)
         shortcut = ops.convert_to_tensor(shortcut)

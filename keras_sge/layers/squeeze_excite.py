@@ -25,7 +25,8 @@ class SqueezeExcite(keras.layers.Layer):
 
     As in the reference SE-ResNets, both projections have biases and are
     initialised like torch's `nn.Linear`. The gate is computed in float32
-    whatever the compute dtype, like SGE's statistics.
+    whatever the compute dtype, like SGE's statistics; the weights follow
+    the dtype policy's variable dtype and are upcast to float32 there.
 
     Args:
         reduction: int, the bottleneck's channel reduction (16 in SENet).
@@ -78,6 +79,9 @@ class SqueezeExcite(keras.layers.Layer):
 
     def _linear(self, name, fan_in, units):
         # torch's nn.Linear init: kernel and bias uniform in +-1/sqrt(fan_in).
+        # The weights are in the policy's variable dtype; autocast=False
+        # because `call` upcasts them to float32 rather than to the compute
+        # dtype (see `_stats`).
         limit = 1.0 / fan_in**0.5
         kernel = self.add_weight(
             shape=(fan_in, units),
@@ -85,14 +89,12 @@ class SqueezeExcite(keras.layers.Layer):
             initializer=initializers.VarianceScaling(
                 1.0 / 3.0, mode="fan_in", distribution="uniform"
             ),
-            dtype=_STATS_DTYPE,
             autocast=False,
         )
         bias = self.add_weight(
             shape=(units,),
             name=f"{name}_bias",
             initializer=initializers.RandomUniform(-limit, limit),
-            dtype=_STATS_DTYPE,
             autocast=False,
         )
         return kernel, bias
@@ -101,10 +103,12 @@ class SqueezeExcite(keras.layers.Layer):
         spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
         squeezed = ops.mean(ops.cast(inputs, _STATS_DTYPE), axis=spatial_axes)
         hidden = ops.relu(
-            ops.matmul(squeezed, self.squeeze_kernel) + self.squeeze_bias
+            ops.matmul(squeezed, _stats(self.squeeze_kernel))
+            + _stats(self.squeeze_bias)
         )
         gate = ops.sigmoid(
-            ops.matmul(hidden, self.excite_kernel) + self.excite_bias
+            ops.matmul(hidden, _stats(self.excite_kernel))
+            + _stats(self.excite_bias)
         )
         gate = ops.expand_dims(
             ops.expand_dims(gate, spatial_axes[0]), spatial_axes[1]
@@ -120,3 +124,15 @@ class SqueezeExcite(keras.layers.Layer):
             {"reduction": self.reduction, "data_format": self.data_format}
         )
         return config
+
+
+def _stats(weight):
+    """A weight as a float32 tensor: the gate's matmuls run in float32.
+
+    No cast for a float32 weight (every policy but "bfloat16"), so the
+    float32 numbers are those of the weight itself.
+    """
+    weight = ops.convert_to_tensor(weight)
+    if keras.backend.standardize_dtype(weight.dtype) == _STATS_DTYPE:
+        return weight
+    return ops.cast(weight, _STATS_DTYPE)

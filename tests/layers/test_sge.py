@@ -244,7 +244,7 @@ def test_constant_map_gives_finite_output_and_sigmoid_beta():
     np.testing.assert_allclose(output, 3.0 * SIGMOID_1, rtol=1e-6)
 
 
-@pytest.mark.parametrize("policy", harness.MIXED_POLICIES)
+@pytest.mark.parametrize("policy", harness.PRECISION_POLICIES)
 def test_mixed_precision_large_activations_stay_finite_and_accurate(policy):
     # Activations of magnitude 100 on a 56x56 map, 64 channels a group: the
     # similarity map reaches ~6e5, beyond float16's 65504.
@@ -264,8 +264,9 @@ def test_mixed_precision_large_activations_stay_finite_and_accurate(policy):
     output32 = np.transpose(
         ops.convert_to_numpy(ops.cast(output, "float32")), (0, 3, 1, 2)
     )
-    # The error is the compute dtype's rounding of the input and output.
-    tolerance = 1e-2 if policy == "mixed_bfloat16" else 2e-3
+    # The error is the compute dtype's rounding of the input and output
+    # (and under "bfloat16" of gamma and beta: the statistics stay float32).
+    tolerance = 2e-3 if policy == "mixed_float16" else 1e-2
     np.testing.assert_allclose(
         output32, reference, rtol=tolerance, atol=tolerance * 100
     )

@@ -19,7 +19,7 @@ from tests import harness
 from tests.layers.test_sge_speed_paths import random_case
 from tests.layers.test_sge_speed_paths import vjp
 
-DTYPES = ("float32", *harness.MIXED_POLICIES)
+DTYPES = ("float32", *harness.PRECISION_POLICIES)
 
 
 def layer_and_inputs(data_format, dtype, shape=(2, 7, 6, 32), groups=8, seed=0):
@@ -46,9 +46,12 @@ def test_output_equals_add_and_relu_of_the_layer(data_format, dtype):
     harness.assert_finite(got)
     # float32: rounding only; mixed: the compute dtype's rounding of x * gate
     # (a fusing compiler may keep it unrounded before the add).
-    eps = {"float32": 1e-6, "mixed_float16": 1e-3, "mixed_bfloat16": 8e-3}[
-        dtype
-    ]
+    eps = {
+        "float32": 1e-6,
+        "mixed_float16": 1e-3,
+        "mixed_bfloat16": 8e-3,
+        "bfloat16": 8e-3,
+    }[dtype]
     np.testing.assert_allclose(
         got, want, rtol=2 * eps, atol=2 * eps * np.abs(want).max()
     )
