@@ -23,7 +23,9 @@ The submodules load on first use, so `import keras_sge` stays light.
 import importlib
 
 from keras_sge import layers
+from keras_sge.cost import model_cost
 from keras_sge.layers.sge import SGE
+from keras_sge.surgery import add_attention
 from keras_sge.version import __version__
 
 _LAZY_SUBMODULES = (
@@ -36,7 +38,14 @@ _LAZY_SUBMODULES = (
     "training",
 )
 
-__all__ = ["SGE", "layers", "__version__", *_LAZY_SUBMODULES]
+__all__ = [
+    "SGE",
+    "add_attention",
+    "layers",
+    "model_cost",
+    "__version__",
+    *_LAZY_SUBMODULES,
+]
 
 
 def __getattr__(name):
