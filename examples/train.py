@@ -11,9 +11,11 @@ folder), trains SGE-ResNet-50 with the paper's recipe.
 
 Several machines: set `TF_CONFIG` on each (see the README) and run the same
 command everywhere. A killed run resumes from its last backup when started
-again with the same `--output-dir`. If a worker is lost, the others stop
-within seconds, saying which worker, at which step, and which backup the
-rerun will resume from; TensorFlow's own log of it is in
+again with the same `--output-dir`, which is bound to the run's model and
+data (`<output-dir>/run.json`): a rerun with another architecture, image
+size or classes is refused rather than mixed with it. If a worker is lost,
+the others stop within seconds, saying which worker, at which step, and
+which backup the rerun will resume from; TensorFlow's own log of it is in
 `<output-dir>/logs/`.
 
 At the end the script evaluates, saves `model.keras` and exports a
@@ -23,6 +25,7 @@ SavedModel that serves raw JPEG/PNG bytes or uint8 images without keras_sge.
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -46,6 +49,7 @@ from keras_sge.training import export  # noqa: E402
 from keras_sge.training import finetune  # noqa: E402
 from keras_sge.training import loop  # noqa: E402
 from keras_sge.training import recipe  # noqa: E402
+from keras_sge.training import rundir  # noqa: E402
 
 ARCHS = {
     "resnet18": applications.SGEResNet18,
@@ -372,12 +376,18 @@ def build_parser():
     run.add_argument(
         "--fresh",
         action="store_true",
-        help="ignore existing backups in --output-dir and start from step 0",
+        help=(
+            "start over from step 0 in --output-dir: its backups are deleted, "
+            "and it is bound to this command's model and data (run.json)"
+        ),
     )
     run.add_argument(
         "--evaluate-only",
         action="store_true",
-        help="evaluate --weights (or a fresh model) on the val split and exit",
+        help=(
+            "evaluate on the val split and exit: --weights, or else the last "
+            "backup of the run in --output-dir"
+        ),
     )
     run.add_argument(
         "--cpu-devices",
@@ -415,43 +425,25 @@ def _int_list(text):
 
 
 def parse_args(argv=None):
-    """Parses `argv`, fills the data-dependent defaults, checks the values."""
+    """Parses `argv`, fills the data-dependent defaults, checks the values.
+
+    Every check that needs no data runs here, before any work: a wrong
+    value ends the script in one line naming the option, the value and
+    what it must be.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.arch is None and args.weights and os.path.isfile(args.weights):
-        args.arch = checkpoint_arch(args.weights)
+    if args.weights and os.path.isfile(args.weights):
+        _read_weights_or_exit(parser, args)
+    # The names left to the profile: a default may be fitted to the data
+    # (the batch), and a message about one must not blame the user for it.
+    args.defaulted = set()
     for name, value in DEFAULTS[_profile(args)].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    checks = [
-        (args.image_size >= 8, "--image-size must be at least 8"),
-        (
-            args.batch_size >= 1 and args.epochs >= 1,
-            "--batch-size and --epochs must be positive",
-        ),
-        (
-            0 <= args.head_epochs <= args.epochs,
-            f"--head-epochs must be in [0, --epochs], got {args.head_epochs}",
-        ),
-        (0 < args.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
-        (args.save_steps >= 1, "--save-steps must be positive"),
-        (args.groups >= 0, "--groups must be >= 0"),
-        (
-            args.weights is None or os.path.isfile(args.weights),
-            f"--weights file not found: {args.weights}",
-        ),
-        (
-            not args.steps_per_epoch or args.steps_per_epoch > 0,
-            "--steps-per-epoch must be positive",
-        ),
-        (
-            not args.data or args.dataset == "digits",
-            f"--dataset {args.dataset} is embedded: leave out --data",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
+            args.defaulted.add(name)
+    for message in _invalid_values(args):
+        parser.error(message)
     if args.output_dir is None:
         model = f"{'sge_' if args.groups else ''}{args.arch}"
         args.output_dir = os.path.join(
@@ -459,7 +451,168 @@ def parse_args(argv=None):
             f"{model}-"
             f"{os.path.basename(os.path.normpath(args.data)) if args.data else args.dataset}",
         )
+    problem = _output_dir_problem(args.output_dir)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def _read_weights_or_exit(parser, args):
+    """Reads `--weights` now (a checkpoint's depth is the default `--arch`).
+
+    A file that cannot be read ends the script in one line.
+    """
+    try:
+        weights_file(args.weights).classes  # Reads the file.
+        if args.arch is None:
+            args.arch = checkpoint_arch(args.weights)
+    except Exception as error:  # Each format's library raises its own types.
+        parser.error(
+            f"--weights {args.weights} cannot be read ({_first_line(error)}): "
+            "pass a Keras weights file (.keras, .weights.h5) or a PyTorch "
+            "checkpoint of an SGE-ResNet (.pth, .pth.tar)"
+        )
+
+
+def _invalid_values(args):
+    """One message per value out of its range, NaN and infinity included."""
+    finite = math.isfinite
+    rules = [
+        ("--image-size", args.image_size, args.image_size >= 8, "at least 8"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
+        ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
+        (
+            "--steps-per-epoch",
+            args.steps_per_epoch,
+            args.steps_per_epoch is None or args.steps_per_epoch >= 1,
+            "at least 1 (leave it out for one pass over the data)",
+        ),
+        ("--save-steps", args.save_steps, args.save_steps >= 1, "at least 1"),
+        ("--groups", args.groups, args.groups >= 0, "0 (no SGE) or more"),
+        ("--cpu-devices", args.cpu_devices, args.cpu_devices >= 0, "0 or more"),
+        ("--threads", args.threads, args.threads >= 0, "0 or more"),
+        ("--seed", args.seed, args.seed >= 0, "0 or more"),
+        (
+            "--base-lr",
+            args.base_lr,
+            finite(args.base_lr) and args.base_lr > 0,
+            "a positive number",
+        ),
+        (
+            "--head-lr",
+            args.head_lr,
+            finite(args.head_lr) and args.head_lr > 0,
+            "a positive number",
+        ),
+        ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
+        (
+            "--weight-decay",
+            args.weight_decay,
+            finite(args.weight_decay) and args.weight_decay >= 0,
+            "0 or a positive number",
+        ),
+        (
+            "--decoupled-weight-decay",
+            args.decoupled_weight_decay,
+            finite(args.decoupled_weight_decay)
+            and args.decoupled_weight_decay >= 0,
+            "0 or a positive number",
+        ),
+        (
+            "--label-smoothing",
+            args.label_smoothing,
+            0 <= args.label_smoothing < 1,
+            "in [0, 1)",
+        ),
+        (
+            "--warmup-epochs",
+            args.warmup_epochs,
+            finite(args.warmup_epochs) and args.warmup_epochs >= 0,
+            "0 or a positive number",
+        ),
+        (
+            "--lr-decay-epochs",
+            ",".join(map(str, args.lr_decay_epochs)),
+            all(epoch >= 1 for epoch in args.lr_decay_epochs),
+            "positive epochs",
+        ),
+        (
+            "--crop-scale",
+            args.crop_scale,
+            0 < args.crop_scale <= 1,
+            "in (0, 1]",
+        ),
+        (
+            "--val-fraction",
+            args.val_fraction,
+            0 < args.val_fraction < 1,
+            "in (0, 1)",
+        ),
+        (
+            "--max-bad-fraction",
+            args.max_bad_fraction,
+            0 <= args.max_bad_fraction <= 1,
+            "in [0, 1]",
+        ),
+        (
+            "--cache-mb",
+            args.cache_mb,
+            finite(args.cache_mb) and args.cache_mb >= 0,
+            "0 (off) or a positive number",
+        ),
+    ]
+    for option, value, ok, requirement in rules:
+        if not ok:
+            # `:g` echoes floats as typed: 2, -1, nan, inf.
+            shown = f"{value:g}" if isinstance(value, float) else value
+            yield f"{option} must be {requirement}, got {shown}"
+    # Evaluating trains nothing: the fine-tuning default of head epochs
+    # must not stop `--evaluate-only --epochs 1`.
+    if not args.evaluate_only and not 0 <= args.head_epochs <= args.epochs:
+        yield _head_epochs_message(args)
+    if args.weights and not os.path.isfile(args.weights):
+        yield f"--weights file not found: {args.weights}"
+    if args.data and args.dataset != "digits":
+        yield f"--dataset {args.dataset} is embedded: leave out --data"
+
+
+def _head_epochs_message(args):
+    if "head_epochs" in args.defaulted:
+        return (
+            f"--epochs {args.epochs} leaves no room for the {args.head_epochs} "
+            "head epochs of the fine-tuning default: pass --head-epochs "
+            f"{args.epochs} or less as well, or --epochs {args.head_epochs} or more"
+        )
+    return (
+        f"--head-epochs must be in [0, --epochs {args.epochs}], "
+        f"got {args.head_epochs}"
+    )
+
+
+def _output_dir_problem(path):
+    """Why `path` cannot be the run directory (None if it can); creates nothing."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return (
+                f"--output-dir {path} is a file, not a directory: pass a "
+                "directory (it is created if missing)"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"--output-dir {path} is not writable: pass a directory you can write to"
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"--output-dir {path} cannot be created: {parent} is a file; pass a directory path"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--output-dir {path} cannot be created: no permission to write in {parent}"
+    return None
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(error).__name__
 
 
 @functools.lru_cache(maxsize=1)
@@ -480,6 +633,60 @@ def _profile(args):
     if not args.data:
         return args.dataset
     return "fine-tune" if args.weights else "folder"
+
+
+def run_settings(args):
+    """What a run directory is bound to: the settings that make the model or the data.
+
+    A resumed run may change the others: the epochs (to extend it), the
+    recipe (learning rates, batch), the replicas, threads, verbosity.
+    """
+    settings = {
+        "--arch": args.arch,
+        "--groups": args.groups,
+        "--image-size": args.image_size,
+        # Mixed float16 gives the optimizer loss-scale variables.
+        "--mixed-precision": args.mixed_precision or "off",
+    }
+    if not args.data:
+        return {**settings, "data": args.dataset}
+    settings["data"] = "image folder"
+    settings["classes"] = list(data.folder_classes(args.data))
+    if not data.is_imagenet_layout(args.data):
+        # The seed draws the val split: another would train on val images.
+        settings["val split"] = (
+            f"{args.val_fraction:g} of each class, --seed {args.seed}"
+        )
+    return settings
+
+
+def backup_dir(args):
+    return os.path.join(args.output_dir, "backup")
+
+
+def check_run_directory(args):
+    """Refuses, before any work, a run directory this command must not use.
+
+    Returns the settings to bind it to (None for `--evaluate-only
+    --weights`, which evaluates a file and leaves the directory alone).
+    """
+    if args.evaluate_only and args.weights:
+        return None
+    if args.evaluate_only and args.fresh:
+        raise ValueError(
+            "--evaluate-only --fresh has no model to evaluate: pass --weights "
+            "FILE, or leave out --fresh to evaluate the run's last backup"
+        )
+    if args.evaluate_only and not backup.has_backups(backup_dir(args)):
+        raise ValueError(
+            "--evaluate-only needs a trained model, and there is no backup "
+            f"in {backup_dir(args)}: pass --weights FILE, or the --output-dir "
+            "of a run"
+        )
+    settings = run_settings(args)
+    if not args.fresh:
+        rundir.check(args.output_dir, settings)
+    return settings
 
 
 def load_data(args):
@@ -541,7 +748,9 @@ def build_model(args, num_classes):
     )
     model.optimizer.build(model.trainable_variables)
     head = (
-        f"; head epochs {recipe.scaled_learning_rate(args.batch_size, args.head_lr):g}"
+        f"; head learning rate "
+        f"{recipe.scaled_learning_rate(args.batch_size, args.head_lr):g} "
+        f"(epochs 1-{args.head_epochs})"
         if head_steps
         else ""
     )
@@ -601,6 +810,7 @@ def make_inputs(args, dataset, strategy):
         val_data,
         args.steps_per_epoch,
         data.eval_steps(len(dataset.val), args.batch_size),
+        args.batch_size // strategy.num_replicas_in_sync,
     )
 
 
@@ -637,20 +847,13 @@ def setup(args):
         keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     strategy = distribute.make_strategy(args.cpu_devices)
     print(distribute.describe(strategy), flush=True)
+    if distribute.no_gpu_note():
+        print(distribute.no_gpu_note())
     print(f"Data: {dataset.describe()}")
     distribute.check_global_batch(
         args.batch_size, strategy.num_replicas_in_sync
     )
-    max_steps = len(dataset.train) // args.batch_size
-    if max_steps < 1:
-        raise ValueError(
-            f"--batch-size {args.batch_size} exceeds the {len(dataset.train)} training images"
-        )
-    if (args.steps_per_epoch or 0) > max_steps:
-        raise ValueError(
-            f"--steps-per-epoch {args.steps_per_epoch} exceeds one pass over the data ({max_steps})"
-        )
-    args.steps_per_epoch = args.steps_per_epoch or max_steps
+    fit_steps_to_data(args, len(dataset.train), strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build_model(args, len(dataset.class_names))
     return (
@@ -661,6 +864,75 @@ def setup(args):
     )
 
 
+def fit_steps_to_data(args, images, replicas):
+    """Sets the batch and the steps per epoch for `images` training images.
+
+    A default batch larger than a small folder is capped at what it holds
+    (whole per-replica batches); a batch the user set is refused instead,
+    naming one that fits. Evaluating alone trains on nothing.
+    """
+    fits = images // replicas * replicas
+    if args.batch_size > images and not args.evaluate_only:
+        if "batch_size" not in args.defaulted or not fits:
+            raise ValueError(_batch_too_large(args.batch_size, images, fits))
+        print(
+            f"Batch size {fits}: the default of {args.batch_size} is more "
+            f"than the {images} training images"
+        )
+        args.batch_size = fits
+    max_steps = images // args.batch_size
+    if args.evaluate_only:
+        args.steps_per_epoch = args.steps_per_epoch or max(1, max_steps)
+        return
+    if (args.steps_per_epoch or 0) > max_steps:
+        raise ValueError(
+            f"--steps-per-epoch {args.steps_per_epoch} exceeds one pass over "
+            f"the data ({max_steps} steps of {args.batch_size} images): pass "
+            f"--steps-per-epoch {max_steps} or less, or leave it out"
+        )
+    args.steps_per_epoch = args.steps_per_epoch or max_steps
+
+
+def _batch_too_large(batch, images, fits):
+    if fits:
+        return (
+            f"--batch-size {batch} exceeds the {images} training images: "
+            f"pass --batch-size {fits} or less"
+        )
+    return (
+        f"the {images} training images are fewer than the replicas, which "
+        "need one each per step: add images, or train on fewer devices"
+    )
+
+
+def prepare_run(args, strategy, model, statistics, settings):
+    """Readies the run directory; returns the progress callback.
+
+    Training: restores the last backup (if any), then binds the directory
+    to the run's settings. `--evaluate-only` returns None, having restored
+    the last backup when there is no `--weights` to evaluate.
+    """
+    if args.evaluate_only:
+        if not args.weights:
+            restore_to_evaluate(args, strategy, model, statistics)
+        return None
+    os.makedirs(args.output_dir, exist_ok=True)
+    progress = start_training(args, strategy, model, statistics)
+    rundir.record(args.output_dir, settings)
+    return progress
+
+
+def restore_to_evaluate(args, strategy, model, statistics):
+    """Loads the run's last backup into `model`, saying which it is."""
+    backups = backup.Backup(backup_dir(args), model, strategy, statistics)
+    step = backups.restore()
+    if not step:  # Under several workers: none that all of them have.
+        raise ValueError(
+            f"no backup in {backups.directory} to evaluate: pass --weights FILE"
+        )
+    print(f"Evaluating the backup of step {step} in {backups.directory}")
+
+
 def start_training(args, strategy, model, statistics):
     """Restores the last backup, if any; returns the backup callback.
 
@@ -668,7 +940,11 @@ def start_training(args, strategy, model, statistics):
     newest backup that every worker has.
     """
     backups = backup.Backup(
-        os.path.join(args.output_dir, "backup"), model, strategy, statistics
+        backup_dir(args),
+        model,
+        strategy,
+        statistics,
+        discard_existing=args.fresh,
     )
     start_step = 0 if args.fresh else backups.restore()
     if start_step:
@@ -687,7 +963,16 @@ def train(args, strategy, model, inputs, statistics, progress):
     With `--head-epochs`, the classifier alone first, then everything.
     """
     start_step, total = progress.step, args.epochs * args.steps_per_epoch
-    callbacks = [progress, distribute.AverageReplicaStatistics(statistics)]
+    if start_step >= total:
+        print(already_complete(args, start_step, total), flush=True)
+        return
+    callbacks = [
+        # First: it raises before a backup or best.keras is written from
+        # the weights of a step whose loss is NaN.
+        loop.StopOnNonFiniteLoss(lambda: progress.step),
+        progress,
+        distribute.AverageReplicaStatistics(statistics),
+    ]
     if distribute.is_chief(strategy):
         callbacks += chief_callbacks(
             args, progress, float(progress.backup.best.numpy())
@@ -729,6 +1014,45 @@ def train(args, strategy, model, inputs, statistics, progress):
             args.verbose,
         )
     print(f"Trained steps {start_step}-{total} in {time.time() - start:.1f} s")
+
+
+def already_complete(args, step, total):
+    """The line for a rerun of a run that has no step left to train."""
+    past = (
+        ""
+        if step == total
+        else f" (past step {total}, the end of --epochs {args.epochs})"
+    )
+    return (
+        f"Already complete at step {step}{past}: nothing to train; pass "
+        f"--epochs {step // args.steps_per_epoch + 1} or more to extend it, "
+        "or --fresh to start over"
+    )
+
+
+def non_finite_message(args, error, progress):
+    """One line for training stopped by a NaN loss: what is kept, what to do."""
+    head_steps = args.head_epochs * args.steps_per_epoch
+    option, rate = (
+        ("--head-lr", args.head_lr)
+        if error.step <= head_steps
+        else ("--base-lr", args.base_lr)
+    )
+    saved = progress.unconfirmed_step or progress.common_step
+    # The loss of a step is that of the weights before it: the backup just
+    # before may already hold diverging weights.
+    kept = (
+        f"the backups up to step {saved} are kept (the last may already be "
+        f"diverging): lower {option} (now {rate:g}) and rerun to resume, or "
+        "add --fresh to start over"
+        if saved
+        else f"no backup was written yet: lower {option} (now {rate:g}) and rerun"
+    )
+    return (
+        f"{error} (epoch {(error.step - 1) // args.steps_per_epoch + 1}): "
+        "training stopped, and nothing was saved or exported from the broken "
+        f"weights; {kept}"
+    )
 
 
 def set_trainable(args, strategy, model, change):
@@ -844,20 +1168,28 @@ def main(argv=None):
     if distribute.cluster_size() > 1:
         distribute.send_runtime_log_to(runtime_log(args))
     try:
+        settings = check_run_directory(args)
         dataset, strategy, model, statistics = setup(args)
+        progress = prepare_run(args, strategy, model, statistics, settings)
     except (ValueError, OSError) as error:
-        # Bad arguments or data: one line, not a traceback.
+        # Bad arguments, data or run directory: one line, not a traceback.
         print(f"train.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     inputs = make_inputs(args, dataset, strategy)
     if args.evaluate_only:
         report(loop.evaluate(model, strategy, inputs, verbose=args.verbose))
         return distribute.end_run(strategy, 0)
-    os.makedirs(args.output_dir, exist_ok=True)
-    progress = start_training(args, strategy, model, statistics)
     try:
         train(args, strategy, model, inputs, statistics, progress)
         finish(args, dataset, strategy, model, inputs, statistics)
+    except loop.NonFiniteLoss as error:
+        print(
+            f"train.py: error: {non_finite_message(args, error, progress)}",
+            file=sys.stderr,
+        )
+        if distribute.is_multi_worker(strategy):
+            distribute.exit_now(1)  # Every worker saw the same global loss.
+        return 1
     except distribute.PEER_FAILURES as error:
         if not distribute.is_multi_worker(strategy):
             raise

@@ -8,6 +8,8 @@
 - `loop`: `model.fit`, or a custom loop over `strategy.run` where `fit`
   does not work (several workers).
 - `backup`: step-level backups that survive `SIGKILL`.
+- `rundir`: what a run directory is bound to (`run.json`): a rerun with
+  another model or other data is refused.
 - `export`: the servable SavedModel.
 
 These modules need the TensorFlow backend.

@@ -19,9 +19,11 @@ own checkpointing instead:
   model.
 """
 
+import glob
 import math
 import os
 import re
+import shutil
 
 import keras
 import tensorflow as tf
@@ -41,12 +43,25 @@ class Backup:
             before each save.
         max_to_keep: how many checkpoints to keep (at least 2, so that a
             checkpoint all workers have survives one worker's failed save).
+        discard_existing: delete this worker's earlier backups first (a
+            run started over: left in place, they would be resumed from
+            by the next rerun).
     """
 
-    def __init__(self, directory, model, strategy, statistics, max_to_keep=2):
+    def __init__(
+        self,
+        directory,
+        model,
+        strategy,
+        statistics,
+        max_to_keep=2,
+        discard_existing=False,
+    ):
         self.strategy = strategy
         self.statistics = statistics
         self.directory = os.path.join(directory, _worker_name(strategy))
+        if discard_existing:
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best = tf.Variable(
             -math.inf, dtype=tf.float64, trainable=False, name="best"
@@ -59,6 +74,16 @@ class Backup:
             step=self.step,
             best=self.best,
         )
+        self._groups = {
+            "model": list(model.variables),
+            "optimizer": list(model.optimizer.variables),
+        }
+        self._variables = [
+            *self._groups["model"],
+            *self._groups["optimizer"],
+            self.step,
+            self.best,
+        ]
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, self.directory, max_to_keep=max(2, max_to_keep)
         )
@@ -72,25 +97,93 @@ class Backup:
         """Restores the newest usable backup; returns its step (0 if none).
 
         With several workers, all restore the same step: the newest that
-        every worker has (one may have been killed while saving).
+        every worker has (one may have been killed while saving). A backup
+        that fails to restore leaves every variable as it was.
+
+        Raises:
+            BackupError: there are backups and none restores (another
+                model's, or all damaged), or, under several workers, the
+                agreed one does not: starting from step 0 would then
+                rotate them away unasked.
         """
         available = {_step_of(path): path for path in self._manager.checkpoints}
         step = max(available, default=0)
         if distribute.is_multi_worker(self.strategy):
             step = _min_across_workers(self.strategy, step)
-        for candidate in sorted(
-            (s for s in available if s <= step), reverse=True
-        ):
+        candidates = sorted((s for s in available if s <= step), reverse=True)
+        failures = []
+        for candidate in candidates:
             try:
-                self._checkpoint.restore(available[candidate]).assert_consumed()
+                self._restore_all_or_nothing(available[candidate])
                 return candidate
-            except (tf.errors.OpError, AssertionError, ValueError) as error:
+            except Exception as error:  # A damaged file fails in many ways.
+                failures.append((candidate, _first_line(error)))
+                # Falling back alone would desynchronise the workers.
                 if distribute.is_multi_worker(self.strategy):
-                    raise  # Falling back alone would desynchronise the workers.
-                print(
-                    f"Skipping unreadable backup {available[candidate]}: {error}"
-                )
+                    break
+                if candidate != candidates[-1]:
+                    print(
+                        f"Skipping unreadable backup {available[candidate]}: "
+                        f"{failures[-1][1]}"
+                    )
+        if failures:
+            step, reason = failures[0]
+            raise BackupError(
+                f"the backups in {self.directory} do not restore into this "
+                f"model (step {step}: {reason}): rerun with the settings "
+                "that wrote them, or pass --fresh to start over (deletes "
+                "them), or use another --output-dir"
+            )
         return 0
+
+    def _restore_all_or_nothing(self, path):
+        """Restores `path`, or raises with every variable as it was.
+
+        TensorFlow assigns each variable as it is matched, so a checkpoint
+        of another model would otherwise leave some variables (and the
+        best accuracy) restored in this one.
+        """
+        self._check_fits(path)
+        before = [variable.numpy() for variable in self._variables]
+        try:
+            self._checkpoint.restore(path).assert_consumed()
+        except BaseException:
+            for variable, value in zip(self._variables, before):
+                variable.assign(value)
+            raise
+
+    def _check_fits(self, path):
+        """Raises ValueError, touching nothing, if `path` holds other variables.
+
+        Another architecture's backup is told by its variables' count and
+        shapes, before TensorFlow starts assigning them.
+        """
+        saved = dict(tf.train.list_variables(path))
+        for group, variables in self._groups.items():
+            pattern = re.compile(rf"{group}/\d+/\.ATTRIBUTES/VARIABLE_VALUE")
+            count = sum(1 for key in saved if pattern.fullmatch(key))
+            if count != len(variables):
+                raise ValueError(
+                    f"it holds {count} {group} variables, this model has "
+                    f"{len(variables)}"
+                )
+            for index, variable in enumerate(variables):
+                shape = saved[f"{group}/{index}/.ATTRIBUTES/VARIABLE_VALUE"]
+                if tuple(shape) != tuple(variable.shape):
+                    raise ValueError(
+                        f"its {group} variable {index} has shape "
+                        f"{tuple(shape)}, this model's ({variable.path}) "
+                        f"{tuple(variable.shape)}"
+                    )
+
+
+class BackupError(ValueError):
+    """Backups that cannot be resumed from, reported as one line."""
+
+
+def has_backups(directory):
+    """Whether any worker has a backup under the run's backup `directory`."""
+    return bool(glob.glob(os.path.join(directory, "*", "checkpoint")))
 
 
 class BackupCallback(keras.callbacks.Callback):
@@ -170,6 +263,11 @@ def _worker_name(strategy):
         resolver = strategy.cluster_resolver
         return f"{resolver.task_type}-{resolver.task_id}"
     return "worker-0"
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 def _step_of(path):

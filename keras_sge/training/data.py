@@ -249,10 +249,32 @@ def scan_image_folder(
     )
 
 
+def folder_classes(root):
+    """The class names of an image folder, either layout, from its folder names.
+
+    Cheap (no file is listed or read): what a run directory is bound to
+    can be checked before the folder is scanned.
+
+    Raises:
+        DataError: a missing folder, or one without class folders.
+    """
+    if not os.path.isdir(root):
+        raise DataError(f"data directory not found: {root}")
+    if is_imagenet_layout(root):
+        return tuple(_class_folders(os.path.join(root, "train")))
+    return tuple(_class_folders(root, ignore_files=True))
+
+
+def is_imagenet_layout(root):
+    """Whether `root` holds `train/` (and `val/`) rather than one folder per class."""
+    return os.path.isdir(os.path.join(root, "train"))
+
+
 def _list_image_folder(root, val_fraction, seed):
     """`(class names, {split: (paths, labels)}, notes)` of either layout."""
-    if os.path.isdir(os.path.join(root, "train")):
+    if is_imagenet_layout(root):
         class_names = _class_folders(os.path.join(root, "train"))
+        _check_several_classes(os.path.join(root, "train"), class_names)
         splits = {
             "train": _list_split(
                 os.path.join(root, "train"), class_names, class_names
@@ -269,13 +291,36 @@ def _list_image_folder(root, val_fraction, seed):
             f"the validation fraction must be in (0, 1), got {val_fraction}"
         )
     class_names = _class_folders(root, ignore_files=True)
+    _check_several_classes(root, class_names)
     paths, labels = _list_split(root, class_names, class_names)
     splits = _split_per_class(paths, labels, class_names, val_fraction, seed)
-    return (
-        class_names,
-        splits,
-        [f"val: a seeded {val_fraction * 100:g}% of each class (seed {seed})"],
-    )
+    notes = [
+        f"val: a seeded {val_fraction * 100:g}% of each class (seed {seed})"
+    ]
+    return class_names, splits, notes + _single_image_note(labels, class_names)
+
+
+def _check_several_classes(folder, class_names):
+    # One class trains to a meaningless "accuracy 1.0": refuse it.
+    if len(class_names) < 2:
+        raise DataError(
+            f"{folder} has a single class folder, {class_names[0]!r}: a "
+            "classifier needs two classes or more, one folder each"
+        )
+
+
+def _single_image_note(labels, class_names, limit=5):
+    """A note naming the classes of one image: none of them is validated."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    single = [name for name, count in zip(class_names, counts) if count == 1]
+    if not single:
+        return []
+    names = ", ".join(repr(name) for name in single[:limit])
+    more = f" and {len(single) - limit} more" if len(single) > limit else ""
+    return [
+        f"note: {len(single)} class(es) with a single image, kept for "
+        f"training, so none in val: {names}{more}"
+    ]
 
 
 def _class_folders(split_dir, ignore_files=False):

@@ -101,6 +101,25 @@ def describe(strategy):
     return line
 
 
+def no_gpu_note():
+    """One line explaining a CPU-only start of a CUDA build of TensorFlow, or None.
+
+    Such a build looks for a GPU when it starts and, on a machine without an
+    NVIDIA driver, logs "failed call to cuInit" as an error, although
+    nothing is wrong. Call it once the strategy exists (TensorFlow has then
+    looked).
+    """
+    if not tf.test.is_built_with_cuda() or tf.config.list_physical_devices(
+        "GPU"
+    ):
+        return None
+    return (
+        "No GPU: running on the CPU (TensorFlow's CUDA/cuInit messages above "
+        "are its GPU probe finding no driver: harmless on a machine without "
+        "a GPU)"
+    )
+
+
 def check_global_batch(global_batch, replicas):
     """Raises a one-line ValueError unless the batch splits evenly."""
     if global_batch % replicas:

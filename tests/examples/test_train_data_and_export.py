@@ -234,6 +234,15 @@ def _unknown_val_class(root):
     return root
 
 
+def _one_class(root):
+    for split in ("train", "val"):
+        os.makedirs(os.path.join(root, split, "disc"))
+        _draw("disc", (40, 36), seed=0).save(
+            os.path.join(root, split, "disc", "0.jpg")
+        )
+    return root
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -241,6 +250,7 @@ def _unknown_val_class(root):
         (_empty_class, "empty class folder"),
         (_non_image, "not a JPEG/PNG/GIF/BMP image"),
         (_unknown_val_class, "has no counterpart in train/"),
+        (_one_class, "has a single class folder, 'disc': a classifier needs"),
     ],
 )
 def test_bad_data_fails_in_one_line(
@@ -254,6 +264,7 @@ def test_bad_data_fails_in_one_line(
         == 2
     )
     _assert_one_line_error(capsys.readouterr().err, message)
+    assert not os.path.exists(tmp_path / "run" / "backup")
 
 
 def test_unknown_architecture_fails_in_one_line(train_script, capsys):
@@ -287,6 +298,197 @@ def test_batch_not_divisible_by_replicas_fails_in_one_line(tmp_path):
         result.stderr, "must be divisible by the number of replicas (2)"
     )
     assert not os.path.exists(tmp_path / "backup")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--base-lr", "nan"], "--base-lr must be a positive number, got nan"),
+        (["--base-lr", "-1"], "--base-lr must be a positive number, got -1"),
+        (["--head-lr", "inf"], "--head-lr must be a positive number, got inf"),
+        (
+            ["--label-smoothing", "2"],
+            "--label-smoothing must be in [0, 1), got 2",
+        ),
+        (["--momentum", "1"], "--momentum must be in [0, 1), got 1"),
+        (
+            ["--weight-decay", "-0.1"],
+            "must be 0 or a positive number, got -0.1",
+        ),
+        (["--decoupled-weight-decay", "nan"], "got nan"),
+        (["--warmup-epochs", "inf"], "--warmup-epochs must be 0 or a positive"),
+        (["--crop-scale", "0"], "--crop-scale must be in (0, 1], got 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--epochs", "-2"], "--epochs must be at least 1, got -2"),
+        (["--save-steps", "0"], "--save-steps must be at least 1, got 0"),
+        (["--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),
+        (["--groups", "-1"], "--groups must be 0 (no SGE) or more, got -1"),
+        (["--lr-decay-epochs", "0,30"], "positive epochs, got 0,30"),
+        (["--val-fraction", "1"], "--val-fraction must be in (0, 1), got 1"),
+        (["--cache-mb", "inf"], "--cache-mb must be 0 (off) or a positive"),
+    ],
+)
+def test_invalid_values_are_refused_before_any_work_echoing_them(
+    train_script, tmp_path, capsys, argv, message
+):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(argv + ["--output-dir", str(out)])
+    assert exit_info.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, message)
+    assert not out.exists()
+
+
+def _truncated_checkpoint(path):
+    """An official-layout checkpoint cut off half-way, as a failed copy leaves it."""
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(64, 3, 7, 7)}}, path)
+    with open(path, "rb") as f:
+        blob = f.read()
+    with open(path, "wb") as f:
+        f.write(blob[: len(blob) // 2])
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "sge_resnet18.pth.tar"])
+def test_unreadable_weights_are_refused_in_one_line(
+    train_script, tmp_path, capsys, name
+):
+    path = str(tmp_path / name)
+    if name.endswith(".txt"):
+        with open(path, "w") as f:
+            f.write("lr 0.1, 100 epochs\n")
+    else:
+        _truncated_checkpoint(path)
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(
+            ["--weights", path, "--output-dir", str(tmp_path / "run")]
+        )
+    assert exit_info.value.code == 2
+    _assert_one_line_error(
+        capsys.readouterr().err,
+        f"--weights {path} cannot be read (",
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_dir_that_cannot_be_a_directory_is_refused(
+    train_script, tmp_path, capsys, where
+):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a directory")
+    out = notes if where == "a file" else notes / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--output-dir", str(out)])
+    assert exit_info.value.code == 2
+    message = (
+        "is a file, not a directory"
+        if where == "a file"
+        else f"cannot be created: {notes} is a file"
+    )
+    _assert_one_line_error(
+        capsys.readouterr().err, f"--output-dir {out} {message}"
+    )
+    assert notes.read_text() == "not a directory"
+
+
+def _keras_weights(path):
+    """A (tiny) Keras weights file: enough for the arguments to be read."""
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="predictions")]
+    )
+    model.save_weights(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            [],
+            "--epochs 1 leaves no room for the 2 head epochs of the "
+            "fine-tuning default: pass --head-epochs 1 or less as well",
+        ),
+        (
+            ["--head-epochs", "3"],
+            "--head-epochs must be in [0, --epochs 1], got 3",
+        ),
+    ],
+)
+def test_head_epochs_checks_blame_the_right_option(
+    train_script, tmp_path, capsys, extra, message
+):
+    root = write_image_folder(str(tmp_path / "images"), 1, 1)
+    weights = _keras_weights(str(tmp_path / "pretrained.weights.h5"))
+    fine_tune = ["--data", root, "--weights", weights, "--epochs", "1"]
+
+    # Evaluating trains nothing: the head epochs do not matter.
+    args = train_script.parse_args(fine_tune + extra + ["--evaluate-only"])
+    assert args.evaluate_only and args.epochs == 1
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.parse_args(fine_tune + extra)
+    assert exit_info.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, message)
+
+
+def test_evaluate_only_without_weights_needs_a_run_with_backups(
+    train_script, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert train_script.main(["--evaluate-only", "--output-dir", str(out)]) == 2
+    _assert_one_line_error(
+        capsys.readouterr().err,
+        "--evaluate-only needs a trained model, and there is no backup in "
+        f"{out / 'backup'}: pass --weights FILE",
+    )
+    assert not out.exists()
+
+
+def test_a_run_directory_is_bound_to_the_model_and_data_only(train_script):
+    def settings(*argv):
+        return train_script.run_settings(train_script.parse_args(list(argv)))
+
+    base = settings()
+    # Extending a run, or changing its recipe or machine, resumes it.
+    for argv in (
+        ["--epochs", "8"],
+        ["--base-lr", "0.05"],
+        ["--batch-size", "16"],
+        ["--threads", "1"],
+        ["--verbose", "0"],
+        ["--cpu-devices", "2"],
+        ["--seed", "3"],
+    ):
+        assert settings(*argv) == base, argv
+    # Another model or other data does not.
+    for argv in (
+        ["--arch", "resnet34"],
+        ["--groups", "0"],
+        ["--image-size", "64"],
+        ["--dataset", "cluttered-digits"],
+        ["--mixed-precision", "bfloat16"],
+    ):
+        assert settings(*argv) != base, argv
+
+
+def test_a_run_directory_names_what_differs(tmp_path):
+    from keras_sge.training import rundir
+
+    recorded = {"--arch": "resnet18", "classes": ["cat", "dog", "owl"]}
+    rundir.record(str(tmp_path), recorded)
+    rundir.check(str(tmp_path), dict(recorded))
+    with pytest.raises(rundir.RunDirectoryError) as error:
+        rundir.check(
+            str(tmp_path), {"--arch": "resnet50", "classes": ["cat", "dog"]}
+        )
+    assert str(error.value).startswith(
+        f"{tmp_path} holds a run of another model or data: --arch was "
+        "resnet18, now resnet50; classes differ (3 then, 2 now, gone: 'owl')"
+    )
+    assert "pass --fresh to start over" in str(error.value)
 
 
 def test_help_documents_every_option(train_script):

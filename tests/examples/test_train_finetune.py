@@ -268,3 +268,42 @@ def test_arch_defaults_to_the_pytorch_checkpoints(
         args.arch == "resnet18"
     )  # the folder profile's default would be resnet50
     assert train.parse_args(["--data", colour_folder]).arch == "resnet50"
+
+
+@pytest.mark.timeout(600)
+def test_a_small_folder_caps_the_default_batch_and_refuses_a_given_one(
+    colour_folder, tmp_path
+):
+    keras.utils.set_random_seed(1)
+    path = str(tmp_path / "sge_resnet18.weights.h5")
+    applications.SGEResNet18(input_shape=(32, 32, 3), classes=10).save_weights(
+        path
+    )
+    # The fine-tuning command as the README gives it, on 48 training
+    # images: its default batch of 64 does not fit.
+    command = runner.QUICK + ["--data", colour_folder, "--weights", path]
+    command += ["--epochs", "1", "--head-epochs", "1"]
+
+    output = runner.run(command + ["--output-dir", str(tmp_path / "a")])
+    assert (
+        "Batch size 48: the default of 64 is more than the 48 training images"
+    ) in output
+    # The learning rates scale with the batch that is used.
+    assert (
+        "peak learning rate 0.001875; head learning rate 0.01875 (epochs 1-1)"
+    ) in output
+    assert "Trained steps 0-1" in output
+    assert os.path.isfile(tmp_path / "a" / "model.keras")
+
+    # A batch the user asked for is not changed behind their back.
+    process = runner.start(
+        command + ["--batch-size", "64", "--output-dir", str(tmp_path / "b")]
+    )
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 2, output[-3000:]
+    assert (
+        "train.py: error: --batch-size 64 exceeds the 48 training images: "
+        "pass --batch-size 48 or less"
+    ) in output
+    assert "Traceback" not in output
+    assert not os.path.exists(tmp_path / "b" / "backup")

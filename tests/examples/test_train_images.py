@@ -439,6 +439,32 @@ def test_one_folder_per_class_gets_a_seeded_stratified_val_split(tmp_path):
     )
 
 
+def test_a_class_of_one_image_is_named_and_one_class_is_refused(tmp_path):
+    from keras_sge.training import data
+
+    root = str(tmp_path / "images")
+    _write_class_folders(root, 4)
+    os.makedirs(os.path.join(root, "owl"))
+    _picture(seed=9).save(os.path.join(root, "owl", "only.jpg"))
+    dataset = data.scan_image_folder(root, val_fraction=0.25)
+    assert "only.jpg" not in " ".join(dataset.val.paths)
+    assert dataset.describe().endswith(
+        "; note: 1 class(es) with a single image, kept for training, so "
+        "none in val: 'owl'"
+    )
+
+    alone = str(tmp_path / "one_class")
+    os.makedirs(os.path.join(alone, "cats"))
+    for i in range(5):
+        _picture(seed=i).save(os.path.join(alone, "cats", f"{i}.jpg"))
+    with pytest.raises(
+        data.DataError,
+        match=rf"^{alone} has a single class folder, 'cats': a classifier "
+        "needs two classes or more",
+    ):
+        data.scan_image_folder(alone)
+
+
 TRAIN = runner.QUICK + [
     "--epochs",
     "1",

@@ -73,3 +73,147 @@ def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(
     assert f"Trained steps {last_good}-16" in output
     assert "Validation: accuracy" in output
     assert os.path.exists(tmp_path / "saved_model" / "saved_model.pb")
+
+
+# One short epoch: 2 steps, a backup after each.
+SHORT = runner.QUICK + [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "8",
+    "--save-steps",
+    "1",
+]
+
+
+def _listing(directory):
+    """Every file under `directory` with its size and modification time."""
+    return {
+        os.path.join(folder, name): (
+            os.stat(os.path.join(folder, name)).st_size,
+            os.stat(os.path.join(folder, name)).st_mtime_ns,
+        )
+        for folder, _, names in os.walk(directory)
+        for name in names
+    }
+
+
+def _refused(args, message):
+    """Runs `train.py args`, which must stop in one line holding `message`."""
+    process = runner.start(args)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 2, output[-3000:]
+    errors = [
+        line
+        for line in output.splitlines()
+        if line.startswith("train.py: error:")
+    ]
+    assert len(errors) == 1 and message in errors[0], output[-3000:]
+    assert "Traceback" not in output
+    return output
+
+
+@pytest.mark.timeout(600)
+def test_a_finished_run_is_bound_to_its_architecture(tmp_path):
+    args = SHORT + ["--output-dir", str(tmp_path)]
+    output = runner.run(args)
+    if "cuInit" in output:  # TensorFlow's GPU probe on a machine without one.
+        assert "harmless on a machine without a GPU" in output
+    finished = _listing(tmp_path)
+
+    # Another architecture in the same directory: refused, nothing touched.
+    other = [value if value != "resnet18" else "resnet34" for value in args]
+    _refused(
+        other,
+        f"{tmp_path} holds a run of another model or data: --arch was "
+        "resnet18, now resnet34",
+    )
+    assert _listing(tmp_path) == finished
+
+    # The same command again: nothing left to train, and it says so.
+    output = runner.run(args)
+    assert (
+        "Already complete at step 2: nothing to train; pass --epochs 2 or "
+        "more to extend it, or --fresh to start over"
+    ) in output
+    assert "Trained steps" not in output
+
+    # Evaluating the run's last backup, not a random model.
+    output = runner.run(args + ["--evaluate-only"])
+    assert "Evaluating the backup of step 2 in " in output
+    assert "Validation: accuracy" in output
+
+
+def test_a_backup_of_another_model_restores_nothing(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_sge.training import backup
+    from keras_sge.training import distribute
+
+    def backups(*widths):
+        keras.utils.set_random_seed(len(widths))
+        model = keras.Sequential(
+            [keras.Input((4,))] + [keras.layers.Dense(w) for w in widths]
+        )
+        model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+        model.optimizer.build(model.trainable_variables)
+        strategy = tf.distribute.get_strategy()
+        statistics = distribute.ReplicaStatistics(model, strategy)
+        return model, backup.Backup(str(tmp_path), model, strategy, statistics)
+
+    def restore_fails_and_changes_nothing(widths):
+        model, backups_of_model = backups(*widths)
+        before = [v.numpy() for v in model.variables]
+        with pytest.raises(backup.BackupError, match="do not restore into"):
+            backups_of_model.restore()
+        for variable, value in zip(model.variables, before):
+            np.testing.assert_array_equal(variable.numpy(), value)
+        assert float(backups_of_model.best.numpy()) == -float("inf")
+        assert int(backups_of_model.step.numpy()) == 0
+
+    _, saved = backups(8, 3)
+    saved.best.assign(0.5)
+    saved.save(4)
+
+    # Another architecture: told by its shapes before anything is assigned.
+    restore_fails_and_changes_nothing((8, 5, 3))
+    # Should TensorFlow fail part-way (its first variables fit), every
+    # variable assigned so far is put back.
+    monkeypatch.setattr(backup.Backup, "_check_fits", lambda self, path: None)
+    restore_fails_and_changes_nothing((8, 5, 3))
+    # A damaged file: the same refusal, not a traceback.
+    (data_file,) = [
+        name for name in os.listdir(saved.directory) if ".data-" in name
+    ]
+    with open(os.path.join(saved.directory, data_file), "r+b") as f:
+        f.truncate(64)
+    restore_fails_and_changes_nothing((8, 3))
+
+
+@pytest.mark.timeout(300)
+def test_a_nan_loss_stops_the_run_and_exports_nothing(tmp_path):
+    # A learning rate that is a number, and far too large: the loss is NaN
+    # within a few steps.
+    args = SHORT + ["--base-lr", "1e30", "--output-dir", str(tmp_path)]
+    args[args.index("--steps-per-epoch") + 1] = "4"
+    process = runner.start(args)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    match = re.search(
+        r"train\.py: error: the loss became (nan|inf) at step (\d+) \(epoch 1\): "
+        r"training stopped, and nothing was saved or exported from the broken "
+        r"weights; the backups up to step (\d+) are kept .*lower --base-lr "
+        r"\(now 1e\+30\)",
+        output,
+    )
+    assert match, output[-3000:]
+    step, kept = int(match.group(2)), int(match.group(3))
+    assert kept == step - 1
+    for name in ("model.keras", "best.keras", "saved_model"):
+        assert not os.path.exists(tmp_path / name), name
+    assert f"ckpt-{kept}.index" in os.listdir(tmp_path / "backup" / "worker-0")
