@@ -14,12 +14,29 @@ import pytest
 
 from tests.harness import REPO_ROOT
 
-DOCUMENTS = ["README.md", os.path.join("docs", "kerashub.md")]
 
 
 def python_blocks(document):
     with open(os.path.join(REPO_ROOT, document), encoding="utf-8") as f:
         return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+
+
+# The README and every docs/ page that has Python examples.
+DOCUMENTS = [
+    document
+    for document in ["README.md"]
+    + sorted(
+        os.path.join("docs", name)
+        for name in os.listdir(os.path.join(REPO_ROOT, "docs"))
+        if name.endswith(".md")
+    )
+    if python_blocks(document)
+]
+
+
+def test_the_readme_and_the_docs_pages_have_examples():
+    assert "README.md" in DOCUMENTS
+    assert len(DOCUMENTS) >= 6, DOCUMENTS
 
 
 @pytest.fixture(scope="module")
