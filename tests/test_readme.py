@@ -15,7 +15,6 @@ import pytest
 from tests.harness import REPO_ROOT
 
 
-
 def python_blocks(document):
     with open(os.path.join(REPO_ROOT, document), encoding="utf-8") as f:
         return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
