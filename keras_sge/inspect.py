@@ -15,7 +15,7 @@ forward pass, and the gate comes from the layer's own public `gate` method,
 so the values are exactly those of the model's forward pass. An
 `SGEResidual` layer (the end of a `keras_sge.applications` block) outputs
 the block's `relu(shortcut + input * gate)`; for it, `outputs` is SGE's own
-output `input * gate`, from `SGE.call` on the same layer.
+output `input * gate`, from the same layer called without the shortcut.
 
 Maps are laid out like the layer's data format: `(N, H, W, G)` for
 `"channels_last"` and `(N, G, H, W)` for `"channels_first"`.
@@ -354,9 +354,9 @@ def _run_batch(probe, layers, batch):
     for layer in layers:
         inputs, outputs = results[layer.name]
         if _has_residual(layer):
-            # The layer's output is past the add and ReLU: SGE's own output
-            # is the base class's call on the same layer (same gate).
-            outputs = SGE.call(layer, inputs)
+            # The layer's output is past the add and ReLU; called without
+            # the shortcut the same layer returns SGE's own output.
+            outputs = layer(inputs)
         values[layer.name] = tuple(
             _numpy(t) for t in (inputs, outputs, layer.gate(inputs))
         )

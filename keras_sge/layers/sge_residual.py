@@ -9,19 +9,21 @@ from keras_sge.layers.sge import SGE
 
 @keras.saving.register_keras_serializable(package="keras_sge")
 class SGEResidual(SGE):
-    """`relu(shortcut + SGE(x))`: SGE, the residual add and the ReLU in one op.
+    """An `SGE` that can also end a residual block: `relu(shortcut + SGE(x))`.
 
-    The same SGE as `keras_sge.SGE` (same arguments, weights and `gate`), at
-    the end of a residual block, where the gate multiply, the residual add
-    and the ReLU follow each other so that a fusing compiler (XLA under JAX
-    or `jit_compile=True`) makes them one pass over the feature map. The
-    numbers equal `relu(shortcut + SGE()(x))`.
-    `keras_sge.applications` builds its SGE blocks with it.
+    Called with one input it is `keras_sge.SGE` (same arguments, weights,
+    `gate` and output). Called with the block's shortcut as well, it also
+    applies the residual add and the ReLU, so that a fusing compiler (XLA
+    under JAX or `jit_compile=True`) makes the gate multiply, the add and
+    the ReLU one pass over the feature map; the numbers equal
+    `relu(shortcut + SGE()(x))`. `keras_sge.applications` ends its SGE
+    blocks with it.
 
     Call arguments:
         inputs: the residual branch, (N, H, W, C) or (N, C, H, W).
-        shortcut: the block's shortcut, the same shape; cast to the
-            input's dtype (the compute dtype for an integer input).
+        shortcut: optional, the block's shortcut, the same shape; cast
+            to the input's dtype (the compute dtype for an integer input).
+            Without it the layer returns SGE's output.
 
     Example:
 
@@ -45,7 +47,9 @@ class SGEResidual(SGE):
         # shortcut's shape is checked in `call`.
         super().build(inputs_shape)
 
-    def call(self, inputs, shortcut):
+    def call(self, inputs, shortcut=None):
+        if shortcut is None:
+            return super().call(inputs)
         inputs = self._to_compute_dtype(inputs)
         shortcut = ops.convert_to_tensor(shortcut)
         if None not in tuple(shortcut.shape) + tuple(inputs.shape) and tuple(

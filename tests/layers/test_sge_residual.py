@@ -149,6 +149,25 @@ def test_is_an_sge_layer_with_the_same_config():
     )
 
 
+def test_called_without_a_shortcut_it_is_sge():
+    # Code holding an SGE layer can call an SGEResidual as one: same weights,
+    # same output, in a model of its own too.
+    x = keras.random.normal((2, 6, 6, 16), seed=3)
+    residual = SGEResidual(4, gamma_initializer="random_normal")
+    plain = keras_sge.SGE(4)
+    plain.build(x.shape)
+    residual.build(x.shape)
+    plain.set_weights(residual.get_weights())
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(residual(x)), ops.convert_to_numpy(plain(x))
+    )
+    inputs = keras.Input((6, 6, 16))
+    model = keras.Model(inputs, residual(inputs))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(model(x)), ops.convert_to_numpy(plain(x))
+    )
+
+
 def residual_model(spatial=(None, None)):
     inputs = keras.Input((*spatial, 16))
     shortcut = keras.layers.Conv2D(16, 1, name="shortcut")(inputs)
