@@ -158,7 +158,8 @@ def _check_classifier(model, file_classes, path):
             f"The weights in {path!r} have a {file_classes}-class classifier; the model has "
             f"{classes} classes. To fine-tune on your own classes, build the model with "
             "`include_top=False` (and `pooling='avg'`) from these weights and add your own "
-            "classification head (see docs/training.md, 'Fine-tune on your images'); `examples/train.py "
+            "classification head (see docs/training.md, 'Fine-tune on your images'); "
+            "`examples/train.py "
             f"--weights` does this for you. Received: classes={classes}"
         )
 
