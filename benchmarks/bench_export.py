@@ -30,7 +30,10 @@ onnxruntime with `--threads` threads, TensorFlow with its default). Whether
 the converter folded BatchNormalization into the convolutions is checked
 in the file itself: folded, no constant in it equals a BN layer's moving
 mean (the op counts are recorded too).
-Results: benchmarks/results/export/<name>.json and a markdown table.
+Results: benchmarks/results/export/<name>.json (rows keyed by a stable id,
+`keras`, `savedmodel`, `litert_float32`, ... (`ARTIFACTS`), each with its
+display `label`) and a markdown table. Files written before ids existed
+are keyed by label.
 """
 
 import argparse
@@ -115,7 +118,7 @@ def digits_images(image_size, calibration):
 
 
 def export_all(model, model_path, calibration_images, directory, with_torch):
-    """Writes every artifact; returns {name: (runtime, path)}."""
+    """Writes every artifact; returns {id: (runtime, path)} (ids: ARTIFACTS)."""
     import tensorflow as tf
 
     import keras_sge.litert
@@ -125,43 +128,60 @@ def export_all(model, model_path, calibration_images, directory, with_torch):
             yield [image[None]]
 
     paths = {
-        name: os.path.join(directory, file)
-        for name, file in ARTIFACT_FILES.items()
+        aid: os.path.join(directory, artifact["file"])
+        for aid, artifact in ARTIFACTS.items()
     }
-    model.export(paths["SavedModel"], verbose=False)
-    model.export(paths["LiteRT float32"], format="litert", verbose=False)
+    model.export(paths["savedmodel"], verbose=False)
+    model.export(paths["litert_float32"], format="litert", verbose=False)
     model.export(
-        paths["LiteRT dynamic-range"],
+        paths["litert_dynamic_range"],
         format="litert",
         verbose=False,
         optimizations=[tf.lite.Optimize.DEFAULT],
     )
     keras_sge.litert.export_integer(
-        model, paths["LiteRT int8"], representative_dataset
+        model, paths["litert_int8"], representative_dataset
     )
-    model.export(paths["ONNX (TF)"], format="onnx", verbose=False)
+    model.export(paths["onnx_tf"], format="onnx", verbose=False)
     if with_torch:
-        export_onnx_from_torch(model_path, paths["ONNX (torch)"])
+        export_onnx_from_torch(model_path, paths["onnx_torch"])
     else:
-        del paths["ONNX (torch)"]
-    return {name: (RUNTIMES[name], path) for name, path in paths.items()}
+        del paths["onnx_torch"]
+    return {
+        aid: (ARTIFACTS[aid]["runtime"], path) for aid, path in paths.items()
+    }
 
 
-ARTIFACT_FILES = {
-    "SavedModel": "saved_model",
-    "LiteRT float32": "float32.tflite",
-    "LiteRT dynamic-range": "dynamic_range.tflite",
-    "LiteRT int8": "int8.tflite",
-    "ONNX (TF)": "tf.onnx",
-    "ONNX (torch)": "torch.onnx",
-}
-RUNTIMES = {
-    "SavedModel": "saved_model",
-    "LiteRT float32": "litert",
-    "LiteRT dynamic-range": "litert",
-    "LiteRT int8": "litert",
-    "ONNX (TF)": "onnx",
-    "ONNX (torch)": "onnx",
+# The reference row: the Keras model itself.
+KERAS = {"id": "keras", "label": "Keras"}
+# By stable id (the rows' keys in the JSON): display label, file, runtime.
+ARTIFACTS = {
+    "savedmodel": {
+        "label": "SavedModel",
+        "file": "saved_model",
+        "runtime": "saved_model",
+    },
+    "litert_float32": {
+        "label": "LiteRT float32",
+        "file": "float32.tflite",
+        "runtime": "litert",
+    },
+    "litert_dynamic_range": {
+        "label": "LiteRT dynamic-range",
+        "file": "dynamic_range.tflite",
+        "runtime": "litert",
+    },
+    "litert_int8": {
+        "label": "LiteRT int8",
+        "file": "int8.tflite",
+        "runtime": "litert",
+    },
+    "onnx_tf": {"label": "ONNX (TF)", "file": "tf.onnx", "runtime": "onnx"},
+    "onnx_torch": {
+        "label": "ONNX (torch)",
+        "file": "torch.onnx",
+        "runtime": "onnx",
+    },
 }
 
 
@@ -386,7 +406,8 @@ def main(argv=None):
     )
     reference, keras_latency = keras_reference(model, val_images)
     rows = {
-        "Keras": row(
+        KERAS["id"]: row(
+            KERAS,
             reference,
             reference,
             val_labels,
@@ -408,11 +429,12 @@ def main(argv=None):
             directory,
             not args.no_torch,
         )
-        for name, (runtime, path) in artifacts.items():
+        for aid, (runtime, path) in artifacts.items():
             outputs, info = measure(
                 runtime, path, images_path, bn_means_path, args.threads
             )
-            rows[name] = row(
+            rows[aid] = row(
+                {"id": aid, "label": ARTIFACTS[aid]["label"]},
                 outputs,
                 reference,
                 val_labels,
@@ -421,7 +443,7 @@ def main(argv=None):
                 info["batchnorm_folded"],
                 info["ops"],
             )
-            print(f"{name}: {rows[name]}", flush=True)
+            print(f"{rows[aid]['label']}: {rows[aid]}", flush=True)
     payload = {
         "benchmark": "export",
         "model": args.model,
@@ -441,8 +463,12 @@ def main(argv=None):
     print(f"wrote {path}")
 
 
-def row(outputs, reference, labels, latency_s, size, batchnorm_folded, ops):
+def row(
+    names, outputs, reference, labels, latency_s, size, batchnorm_folded, ops
+):
+    """One artifact's row; `names`: its stable `id` and display `label`."""
     return {
+        **names,
         "accuracy": float(np.mean(np.argmax(outputs, -1) == labels)),
         "top1_agreement_with_keras": float(
             np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1))
@@ -478,9 +504,9 @@ def markdown_table(rows):
         "| max prob. diff | BN folded |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, r in rows.items():
+    for r in rows.values():
         lines.append(
-            f"| {name} | {r['size_mb']:.1f} | {r['latency_ms']:.2f} | {r['accuracy']:.4f} | "
+            f"| {r['label']} | {r['size_mb']:.1f} | {r['latency_ms']:.2f} | {r['accuracy']:.4f} | "
             f"{r['top1_agreement_with_keras']:.4f} | {r['max_abs_probability_diff']:.1e} | "
             f"{ {True: 'yes', False: 'no', None: '-'}[r['batchnorm_folded']] } |"
         )

@@ -6,17 +6,20 @@ Run from the repository root:
     python -m benchmarks.bench_layer --rounds 3 --reps 3   # quick
     KERAS_BACKEND=jax python -m benchmarks.bench_layer --dtype mixed_bfloat16
 
-Variants, timed interleaved in one process (see benchmarks/common.py):
+Variants, timed interleaved in one process (see benchmarks/common.py), by
+display label (each result also carries its stable `id`, in parentheses;
+benchmarks/ids.py):
 
-- `x*y`: a plain elementwise multiply of the input by a same-shaped tensor
-  (2 reads, 1 write): the yardstick.
-- `SGE (before)`: benchmarks/baseline_sge.py, the first, straightforward layer
-  (straightforward keras.ops, autodiff gradient).
-- `SGE`: keras_sge.SGE as it is now (one code path in plain ops, custom
-  VJP), the same ops every mode and every exported graph runs.
-- `SGE (other)` (`--compare-with DIR`): the layer of another checkout of
-  keras_sge (e.g. `git archive` of an earlier commit, unpacked in DIR),
-  imported beside this one: a before/after comparison in one process.
+- `x*y` (`xy`): a plain elementwise multiply of the input by a
+  same-shaped tensor (2 reads, 1 write): the yardstick.
+- `SGE (before)` (`sge_before`): benchmarks/baseline_sge.py, the first,
+  straightforward layer (straightforward keras.ops, autodiff gradient).
+- `SGE` (`sge`): keras_sge.SGE as it is now (one code path in plain ops,
+  custom VJP), the same ops every mode and every exported graph runs.
+- `SGE (other)` (`sge_other`, `--compare-with DIR`): the layer of another
+  checkout of keras_sge (e.g. `git archive` of an earlier commit, unpacked
+  in DIR), imported beside this one: a before/after comparison in one
+  process.
 
 Modes: TensorFlow `eager`, `function` (tf.function) and `xla`
 (tf.function(jit_compile=True)); JAX `eager` and `jit`; PyTorch `eager`.
@@ -33,6 +36,7 @@ from keras import ops  # noqa: E402
 
 import keras_sge  # noqa: E402
 from benchmarks import common  # noqa: E402
+from benchmarks import ids  # noqa: E402
 from benchmarks.baseline_sge import BaselineSGE  # noqa: E402
 
 
@@ -200,14 +204,15 @@ def build_variants(args, mode):
 
         return f
 
+    # By id (benchmarks/ids.py, LAYER_VARIANTS: the labels).
     forward = {
-        "x*y": xy,
-        "SGE (before)": layer_fn(old),
-        "SGE": layer_fn(new),
+        "xy": xy,
+        "sge_before": layer_fn(old),
+        "sge": layer_fn(new),
     }
     if args.compare_with:
         # with that checkout's own defaults (an older one may compile)
-        forward["SGE (other)"] = layer_fn(other)
+        forward["sge_other"] = layer_fn(other)
 
     variants = {}
     for name, fn in forward.items():
@@ -251,19 +256,22 @@ def main(argv=None):
     for mode in modes:
         common.log(f"mode {mode}: building and warming up")
         variants = build_variants(args, mode)
-        names = {key: f"{key[0]} {key[1]}" for key in variants}
+        names = {
+            key: f"{key[0]} {ids.LAYER_VARIANTS[key[1]]}" for key in variants
+        }
         times = common.interleaved(
             {names[k]: v for k, v in variants.items()},
             args.rounds,
             args.reps,
             log=common.log,
         )
-        for (kind, name), label in names.items():
-            baseline = f"{kind} x*y"
-            results[f"{mode}|{kind}|{name}"] = {
+        for (kind, vid), label in names.items():
+            baseline = names[(kind, ids.LAYER_BASELINE)]
+            results[f"{mode}|{kind}|{vid}"] = {
                 "mode": mode,
                 "pass": kind,
-                "variant": name,
+                "id": vid,
+                "variant": ids.LAYER_VARIANTS[vid],
                 "time_s": common.summary(times[label]),
                 "ratio_vs_xy": common.summary(
                     common.ratios(times, label, baseline)

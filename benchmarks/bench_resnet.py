@@ -7,20 +7,28 @@ Run from the repository root (so that `keras_sge.testing.torch_reference` import
     python -m benchmarks.bench_resnet --no-torch --no-before
 
 Variants, timed interleaved in one process (benchmarks/common.py), all
-built with random weights at 224x224, 1000 classes:
+built with random weights at 224x224, 1000 classes (each result also
+carries its stable `id`, in parentheses; benchmarks/ids.py; a ratio's id
+is `numerator/denominator`, e.g. `keras_sge_resnet/keras_resnet`):
 
-- `Keras ResNet-50`: keras_sge.applications.SGEResNet50(groups=None).
-- `Keras SGE-ResNet-50`: the same builder with SGE (the current layer).
-- `Keras SGE-ResNet-50 (unfused)` (`--unfused`): the blocks built with
-  `attention=` an `SGE` layer followed by separate Add and ReLU layers,
-  instead of the fused `SGEResidual` layer.
-- `Keras SGE-ResNet-50 (before)`: the same network with the first,
-  straightforward SGE layer (benchmarks/baseline_sge.py) as its attention.
-- `Keras SGE-ResNet-50 (other)` (`--compare-with DIR`): the same network
-  built by another checkout of keras_sge (e.g. `git archive` of an earlier
-  commit, unpacked in DIR), imported beside this one under another name:
-  a before/after comparison in one process.
-- `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50`: keras_sge/testing/torch_reference.py's
+- `Keras ResNet-50` (`keras_resnet`):
+  keras_sge.applications.SGEResNet50(groups=None).
+- `Keras SGE-ResNet-50` (`keras_sge_resnet`): the same builder with SGE
+  (the current layer).
+- `Keras SGE-ResNet-50 (unfused)` (`keras_sge_resnet_unfused`,
+  `--unfused`): the blocks built with `attention=` an `SGE` layer followed
+  by separate Add and ReLU layers, instead of the fused `SGEResidual`
+  layer.
+- `Keras SGE-ResNet-50 (before)` (`keras_sge_resnet_before`): the same
+  network with the first, straightforward SGE layer
+  (benchmarks/baseline_sge.py) as its attention.
+- `Keras SGE-ResNet-50 (other)` (`keras_sge_resnet_other`,
+  `--compare-with DIR`): the same network built by another checkout of
+  keras_sge (e.g. `git archive` of an earlier commit, unpacked in DIR),
+  imported beside this one under another name: a before/after comparison
+  in one process.
+- `PyTorch ResNet-50` / `PyTorch SGE-ResNet-50` (`torch_resnet` /
+  `torch_sge_resnet`): keras_sge/testing/torch_reference.py's
   re-implementation of the reference network (imported, not copied), when
   torch is installed; CPU only, float32. It runs in a child process that
   never imports TensorFlow (benchmarks/torch_worker.py): in one process the
@@ -41,6 +49,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from benchmarks import ids  # noqa: E402
 from benchmarks.baseline_sge import BaselineSGE  # noqa: E402
 from keras_sge import SGE  # noqa: E402
 from keras_sge.applications.resnet import SGEResNet  # noqa: E402
@@ -252,23 +261,24 @@ def main(argv=None):
         except ImportError:
             use_torch = False
 
+    # By id (benchmarks/ids.py, RESNET_VARIANTS: the labels).
     keras_models = {
-        "Keras ResNet": KerasRunner(
+        "keras_resnet": KerasRunner(
             build_keras(args.depth, None, size=args.size), args.jit
         ),
-        "Keras SGE-ResNet": KerasRunner(
+        "keras_sge_resnet": KerasRunner(
             build_keras(args.depth, "sge", size=args.size), args.jit
         ),
     }
     if args.unfused:
-        keras_models["Keras SGE-ResNet (unfused)"] = KerasRunner(
+        keras_models["keras_sge_resnet_unfused"] = KerasRunner(
             build_keras(args.depth, SGE, size=args.size), args.jit
         )
     if args.compare_with:
         other = common.import_other_checkout(
             args.compare_with, "applications.resnet"
         )
-        keras_models["Keras SGE-ResNet (other)"] = KerasRunner(
+        keras_models["keras_sge_resnet_other"] = KerasRunner(
             other.SGEResNet(
                 args.depth,
                 weights=None,
@@ -278,14 +288,14 @@ def main(argv=None):
             args.jit,
         )
     if not args.no_before:
-        keras_models["Keras SGE-ResNet (before)"] = KerasRunner(
+        keras_models["keras_sge_resnet_before"] = KerasRunner(
             build_keras(args.depth, BaselineSGE, size=args.size), args.jit
         )
     torch_names = {}
     worker = None
     if use_torch:
         worker = TorchWorker()
-        torch_names = {"PyTorch ResNet": None, "PyTorch SGE-ResNet": 64}
+        torch_names = {"torch_resnet": None, "torch_sge_resnet": 64}
         for name, groups in torch_names.items():
             info["torch_worker"] = worker.ask(
                 cmd="build", name=name, depth=args.depth, groups=groups
@@ -293,41 +303,46 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     results = {}
     comparisons = [
-        ("Keras SGE-ResNet", "Keras ResNet"),
-        ("Keras SGE-ResNet (before)", "Keras ResNet"),
-        ("PyTorch SGE-ResNet", "PyTorch ResNet"),
-        ("Keras SGE-ResNet", "PyTorch SGE-ResNet"),
-        ("Keras ResNet", "PyTorch ResNet"),
-        ("Keras SGE-ResNet", "Keras SGE-ResNet (before)"),
-        ("Keras SGE-ResNet (unfused)", "Keras ResNet"),
-        ("Keras SGE-ResNet", "Keras SGE-ResNet (unfused)"),
-        ("Keras SGE-ResNet (other)", "Keras ResNet"),
-        ("Keras SGE-ResNet", "Keras SGE-ResNet (other)"),
+        ("keras_sge_resnet", "keras_resnet"),
+        ("keras_sge_resnet_before", "keras_resnet"),
+        ("torch_sge_resnet", "torch_resnet"),
+        ("keras_sge_resnet", "torch_sge_resnet"),
+        ("keras_resnet", "torch_resnet"),
+        ("keras_sge_resnet", "keras_sge_resnet_before"),
+        ("keras_sge_resnet_unfused", "keras_resnet"),
+        ("keras_sge_resnet", "keras_sge_resnet_unfused"),
+        ("keras_sge_resnet_other", "keras_resnet"),
+        ("keras_sge_resnet", "keras_sge_resnet_other"),
     ]
+    display = ids.RESNET_VARIANTS  # id -> label
 
     def record(task, batch, times):
-        for name, t in times.items():
-            results[f"{task}|{batch}|{name}"] = {
+        for vid, t in times.items():
+            results[f"{task}|{batch}|{vid}"] = {
                 "task": task,
                 "batch": batch,
-                "variant": name,
+                "id": vid,
+                "variant": display[vid],
                 "time_s": common.summary(t),
             }
         for a, b in comparisons:
             if a in times and b in times:
                 r = common.summary(common.ratios(times, a, b))
-                results[f"{task}|{batch}|{a} / {b}"] = {
+                rid = ids.ratio_id(a, b)
+                results[f"{task}|{batch}|{rid}"] = {
                     "task": task,
                     "batch": batch,
-                    "ratio": f"{a} / {b}",
+                    "id": rid,
+                    "ratio": ids.ratio_label(a, b, display),
                     "summary": r,
                 }
                 common.log(
-                    f"{task:9s} b={batch:<3d} {a} / {b}: {common.fmt_ratio(r)}"
+                    f"{task:9s} b={batch:<3d} {ids.ratio_label(a, b, display)}: "
+                    f"{common.fmt_ratio(r)}"
                 )
-        for name, t in times.items():
+        for vid, t in times.items():
             common.log(
-                f"{task:9s} b={batch:<3d} {name}: {common.fmt_ms(common.summary(t))} ms"
+                f"{task:9s} b={batch:<3d} {display[vid]}: {common.fmt_ms(common.summary(t))} ms"
             )
 
     import keras_sge

@@ -9,8 +9,9 @@ Writes `--files` JPEGs of about `--kb` KB (ImageNet's mean is ~110 KB; one
 in ten carries a 30 KB EXIF block, which pushes the frame header past the
 first read) into a temporary folder, then times, interleaved over rounds:
 
-- `list`: listing the class folders, as `data.scan_image_folder` does;
-- `head 8 B`: the check before this one: 8 bytes and the size of each file;
+- `list` (id `list`): listing the class folders, as
+  `data.scan_image_folder` does;
+- `head 8 B` (id `head8`): the check before this one: 8 bytes and the size of each file;
 - `check`: `image_files.check_files`, the structural check of head and
   tail that the training script runs now.
 
@@ -21,7 +22,9 @@ Each is timed with the files in the page cache (`warm`) and after asking the
 kernel to drop them (`posix_fadvise(DONTNEED)` per file, `cold`): on a
 virtual disk the host may still cache them, so `cold` is a lower bound for a
 real cold read. The per-file cost times 1.28 million files is printed as
-the extrapolation to ImageNet's training set.
+the extrapolation to ImageNet's training set. Results: results/scan.json,
+one row per `<id>_<warm|cold>` (e.g. `check_cold`) with its display label
+(files written before ids existed are keyed by label, e.g. `check cold`).
 """
 
 import argparse
@@ -39,6 +42,8 @@ from benchmarks import common  # noqa: E402
 
 IMAGENET_TRAIN_FILES = 1_281_167
 CLASSES = 10
+# Variant id -> display label; a result's id is `<variant>_<warm|cold>`.
+LABELS = {"list": "list", "head8": "head 8 B", "check": "check"}
 
 
 def make_jpegs(count, kb, distinct=24):
@@ -143,24 +148,24 @@ def main():
         common.log(f"{len(paths)} JPEGs, mean {mean_kb:.0f} KB, in {images}")
         variants = {
             "list": lambda: list_files(images),
-            "head 8 B": lambda: head_8_bytes(paths),
+            "head8": lambda: head_8_bytes(paths),
             "check": lambda: structural_check(
                 paths, images, os.path.join(root, "converted")
             ),
         }
         times = {
-            f"{name} {cache}": []
+            f"{vid}_{cache}": []
             for cache in ("warm", "cold")
-            for name in variants
+            for vid in variants
         }
         for _ in range(args.rounds):
             for cache in ("warm", "cold"):
-                for name, run in variants.items():
+                for vid, run in variants.items():
                     if cache == "cold":
                         drop_from_cache(paths)
                     start = time.perf_counter()
                     run()
-                    times[f"{name} {cache}"].append(time.perf_counter() - start)
+                    times[f"{vid}_{cache}"].append(time.perf_counter() - start)
         conversion = conversion_seconds(
             paths[:24], images, os.path.join(root, "converted")
         )
@@ -174,17 +179,21 @@ def report(times, count, mean_kb, conversion, args):
     common.log(
         f"\n{'variant':16s} {'median s':>9s} {'range s':>15s} {'us/file':>8s} {'1.28M files':>12s}"
     )
-    for name, values in times.items():
+    for rid, values in times.items():
+        vid, cache = rid.rsplit("_", 1)
+        label = f"{LABELS[vid]} {cache}"
         median = statistics.median(values)
         per_file = median / count
-        rows[name] = {
+        rows[rid] = {
+            "id": rid,
+            "label": label,
             "median_s": median,
             "min_s": min(values),
             "max_s": max(values),
             "us_per_file": per_file * 1e6,
         }
         common.log(
-            f"{name:16s} {median:9.3f} {min(values):7.3f}-{max(values):<7.3f} "
+            f"{label:16s} {median:9.3f} {min(values):7.3f}-{max(values):<7.3f} "
             f"{per_file * 1e6:8.1f} "
             f"{per_file * IMAGENET_TRAIN_FILES:10.0f} s"
         )
@@ -192,6 +201,7 @@ def report(times, count, mean_kb, conversion, args):
         f"converting one file to PNG (Pillow): {conversion * 1e3:.1f} ms"
     )
     payload = {
+        "benchmark": "scan",
         "files": count,
         "mean_kb": mean_kb,
         "rounds": args.rounds,

@@ -5,13 +5,31 @@
 Every benchmark run saves a JSON file in benchmarks/results/ (named by
 benchmark, backend, device and dtype; a rerun replaces its file) and calls
 this script. Hand-written analysis in benchmarks/analysis.md is appended.
+
+Results are looked up and classified by their `id` (benchmarks/ids.py)
+only; labels are for display. Files saved before ids existed get them from
+their labels when loaded (`ids.add_legacy_ids`).
 """
 
 import argparse
 import json
 from pathlib import Path
 
+from benchmarks import ids
+
 HERE = Path(__file__).resolve().parent
+
+# The ratios the ResNet plot colours (by ratio id); others are blue.
+RESNET_COLOURS = {
+    ids.ratio_id("keras_sge_resnet_before", "keras_resnet"): "tab:gray",
+    ids.ratio_id("torch_sge_resnet", "torch_resnet"): "tab:green",
+    ids.ratio_id("keras_sge_resnet", "torch_sge_resnet"): "tab:purple",
+    ids.ratio_id("keras_resnet", "torch_resnet"): "tab:purple",
+}
+# The layer variants the layer plot colours (by id); others are blue.
+LAYER_COLOURS = {"sge_before": "tab:gray", "sge_ops_only": "tab:orange"}
+SGE_VS_RESNET = ids.ratio_id("keras_sge_resnet", "keras_resnet")
+SGE_VS_TORCH = ids.ratio_id("keras_sge_resnet", "torch_sge_resnet")
 
 
 def load(results_dir):
@@ -21,8 +39,17 @@ def load(results_dir):
         if data.get("benchmark") not in ("layer", "resnet"):
             continue  # e.g. bench_scan's results, reported by that script
         data["_file"] = path.name
+        ids.add_legacy_ids(data, path.name)
         runs.append(data)
     return runs
+
+
+def find(run, fields):
+    """The entry of `run["results"]` whose `fields` (`id`, `mode`, ...) match."""
+    for entry in run["results"].values():
+        if all(entry.get(k) == v for k, v in fields.items()):
+            return entry
+    return None
 
 
 def fmt_ratio(s):
@@ -58,21 +85,23 @@ def layer_section(run):
         "",
     ]
     results = run["results"]
-    variants = []
+    variants = {}  # id -> the label it was saved with
     for r in results.values():
-        if r["variant"] not in variants and r["variant"] != "x*y":
-            variants.append(r["variant"])
-    lines.append("| mode | pass | `x*y` ms | " + " | ".join(variants) + " |")
+        if r["id"] != ids.LAYER_BASELINE:
+            variants.setdefault(r["id"], r["variant"])
+    lines.append(
+        "| mode | pass | `x*y` ms | " + " | ".join(variants.values()) + " |"
+    )
     lines.append("|---|---|---|" + "---|" * len(variants))
     rows = []
     for r in results.values():
         if (r["mode"], r["pass"]) not in rows:
             rows.append((r["mode"], r["pass"]))
     for mode, kind in rows:
-        base = results.get(f"{mode}|{kind}|x*y")
+        base = find(run, {"mode": mode, "pass": kind, "id": ids.LAYER_BASELINE})
         cells = []
         for v in variants:
-            r = results.get(f"{mode}|{kind}|{v}")
+            r = find(run, {"mode": mode, "pass": kind, "id": v})
             cells.append(
                 f"{fmt_ratio(r['ratio_vs_xy'])} ({r['time_s']['median'] * 1e3:.3g})"
                 if r
@@ -118,24 +147,13 @@ def resnet_section(run):
     return lines
 
 
-def targets_section(runs):
-    lines = [
-        "## Speed targets, CPU float32",
-        "",
-        "| target | measured (median [min-max]) | met? | source |",
-        "|---|---|---|---|",
-    ]
+def targets(runs):
+    """The speed targets: one dict per target, with the run measuring it.
 
-    def add(label, summary, limit, source, strict=False):
-        if summary is None:
-            lines.append(f"| {label} | not measured | - | - |")
-            return
-        ok = summary["median"] < limit if strict else summary["median"] <= limit
-        lines.append(
-            f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) "
-            f"| `{source}` (load {load(source)}) |"
-        )
-
+    `label`, `summary` (the measured ratio's median/min/max, or None when
+    no run has it), `limit`, `strict` (`<` rather than `<=`) and `source`
+    (the result file, or "-"). Results are found by id.
+    """
     cpu_layer = [
         r
         for r in runs
@@ -154,45 +172,49 @@ def targets_section(runs):
     ]
     layer = cpu_layer[0] if cpu_layer else None
     resnet = cpu_resnet[0] if cpu_resnet else None
+    rows = []
+
+    def add(label, summary, limit, run, strict=False):
+        source = run["_file"] if run else "-"
+        rows.append(
+            {
+                "label": label,
+                "summary": summary,
+                "limit": limit,
+                "strict": strict,
+                "source": source,
+            }
+        )
 
     def layer_ratio(mode, kind="fwd"):
         if not layer:
             return None
-        r = layer["results"].get(f"{mode}|{kind}|SGE")
+        r = find(layer, {"mode": mode, "pass": kind, "id": "sge"})
         return r["ratio_vs_xy"] if r else None
 
     def resnet_ratio(task, batch, ratio):
         if not resnet:
             return None
-        r = resnet["results"].get(f"{task}|{batch}|{ratio}")
+        r = find(resnet, {"task": task, "batch": batch, "id": ratio})
         return r["summary"] if r else None
 
-    def load(source):
-        for r in runs:
-            if r["_file"] == source:
-                value = r["machine"].get("load_average_at_start")
-                return f"{value:.1f}" if value is not None else "?"
-        return "?"
-
-    src_l = layer["_file"] if layer else "-"
-    src_r = resnet["_file"] if resnet else "-"
     add(
         "one SGE layer / `x*y`, XLA, forward: <= 1.5",
         layer_ratio("xla"),
         1.5,
-        src_l,
+        layer,
     )
     add(
         "one SGE layer / `x*y`, eager, forward: <= 2.5",
         layer_ratio("eager"),
         2.5,
-        src_l,
+        layer,
     )
     add(
         "SGE-ResNet-50 / ResNet-50 inference, batch 8: <= 1.03",
-        resnet_ratio("inference", 8, "Keras SGE-ResNet / Keras ResNet"),
+        resnet_ratio("inference", 8, SGE_VS_RESNET),
         1.03,
-        src_r,
+        resnet,
     )
     train_batch = None
     if resnet:
@@ -201,27 +223,52 @@ def targets_section(runs):
                 train_batch = r["batch"]
     add(
         f"SGE-ResNet-50 / ResNet-50 training step (batch {train_batch}): <= 1.05",
-        resnet_ratio(
-            "training", train_batch, "Keras SGE-ResNet / Keras ResNet"
-        ),
+        resnet_ratio("training", train_batch, SGE_VS_RESNET),
         1.05,
-        src_r,
+        resnet,
     )
     add(
         "our SGE-ResNet-50 / PyTorch reference, inference batch 8: < 1",
-        resnet_ratio("inference", 8, "Keras SGE-ResNet / PyTorch SGE-ResNet"),
+        resnet_ratio("inference", 8, SGE_VS_TORCH),
         1.0,
-        src_r,
+        resnet,
         strict=True,
     )
     add(
         f"our SGE-ResNet-50 / PyTorch reference, training step (batch {train_batch}): <= 1",
-        resnet_ratio(
-            "training", train_batch, "Keras SGE-ResNet / PyTorch SGE-ResNet"
-        ),
+        resnet_ratio("training", train_batch, SGE_VS_TORCH),
         1.0,
-        src_r,
+        resnet,
     )
+    return rows
+
+
+def targets_section(runs):
+    lines = [
+        "## Speed targets, CPU float32",
+        "",
+        "| target | measured (median [min-max]) | met? | source |",
+        "|---|---|---|---|",
+    ]
+
+    def load(source):
+        for r in runs:
+            if r["_file"] == source:
+                value = r["machine"].get("load_average_at_start")
+                return f"{value:.1f}" if value is not None else "?"
+        return "?"
+
+    for row in targets(runs):
+        label, summary, limit = row["label"], row["summary"], row["limit"]
+        if summary is None:
+            lines.append(f"| {label} | not measured | - | - |")
+            continue
+        median = summary["median"]
+        ok = median < limit if row["strict"] else median <= limit
+        lines.append(
+            f"| {label} | {fmt_ratio(summary)} | {'yes' if ok else 'no'} (median) "
+            f"| `{row['source']}` (load {load(row['source'])}) |"
+        )
     lines += [
         "",
         "`load` is the 1-minute load average when the run started (2 cores). "
@@ -254,21 +301,16 @@ def plot(runs, path):
     for run in layer_runs:
         ax = axes[i]
         i += 1
-        entries = [r for r in run["results"].values() if r["variant"] != "x*y"]
+        entries = [
+            r for r in run["results"].values() if r["id"] != ids.LAYER_BASELINE
+        ]
         labels = [f"{r['mode']} {r['pass']}\n{r['variant']}" for r in entries]
         med = [r["ratio_vs_xy"]["median"] for r in entries]
         err = [
             [m - r["ratio_vs_xy"]["min"] for m, r in zip(med, entries)],
             [r["ratio_vs_xy"]["max"] - m for m, r in zip(med, entries)],
         ]
-        colors = [
-            "tab:gray"
-            if "before" in r["variant"]
-            else "tab:orange"
-            if "ops" in r["variant"]
-            else "tab:blue"
-            for r in entries
-        ]
+        colors = [LAYER_COLOURS.get(r["id"], "tab:blue") for r in entries]
         ax.bar(range(len(med)), med, yerr=err, color=colors, capsize=3)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(med)))
@@ -290,17 +332,7 @@ def plot(runs, path):
             [m - r["summary"]["min"] for m, r in zip(med, entries)],
             [r["summary"]["max"] - m for m, r in zip(med, entries)],
         ]
-        colors = [
-            "tab:gray"
-            if "(before) / Keras ResNet" in r["ratio"]
-            else "tab:green"
-            if "PyTorch SGE-ResNet / PyTorch ResNet" in r["ratio"]
-            else "tab:purple"
-            if r["ratio"].endswith("PyTorch SGE-ResNet")
-            or r["ratio"].endswith("PyTorch ResNet")
-            else "tab:blue"
-            for r in entries
-        ]
+        colors = [RESNET_COLOURS.get(r["id"], "tab:blue") for r in entries]
         ax.bar(range(len(med)), med, yerr=err, color=colors, capsize=3)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(med)))
