@@ -33,6 +33,13 @@ DOCUMENTS = [
 ]
 
 
+def test_the_readme_front_page_is_short():
+    # A newcomer reads it in minutes; the rest lives in docs/.
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert len(lines) < 250, f"README.md has {len(lines)} lines"
+
+
 def test_the_readme_and_the_docs_pages_have_examples():
     assert "README.md" in DOCUMENTS
     assert len(DOCUMENTS) >= 6, DOCUMENTS
