@@ -330,6 +330,10 @@ def _residual_sites(graph, branches):
         add = node.operation
         if not _is_add(add):
             continue
+        if add.name not in branches and len(node.input_tensors) < 2:
+            # A tensor plus a constant (MobileNetV3's hard sigmoid, x + 3)
+            # adds no second path: not a residual addition.
+            continue
         if add.name in branches:
             chosen = branches.pop(add.name)
             if chosen is None:

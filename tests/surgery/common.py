@@ -57,8 +57,10 @@ def sge_layers(model):
 
 
 def count_adds(model):
+    """Additions of two tensors (`x + 3.0` adds a constant: not residual)."""
     return sum(
-        isinstance(op, keras.layers.Add) or type(op).__name__ == "Add"
+        (isinstance(op, keras.layers.Add) or type(op).__name__ == "Add")
+        and len(keras.tree.flatten(op.input)) >= 2
         for op in model.operations
     )
 

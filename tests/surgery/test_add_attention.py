@@ -61,6 +61,12 @@ FAMILIES = [
         "block1b_project_bn",
     ),
     ("convnexttiny", _app(keras.applications.ConvNeXtTiny), "layer_scale"),
+    # Its hard sigmoid adds a constant (x + 3): not a residual addition.
+    (
+        "mobilenetv3small",
+        _app(keras.applications.MobileNetV3Small),
+        "expanded_conv_2_project_bn",
+    ),
     (
         "sge_resnet18_plain",
         _app(applications.SGEResNet18, groups=None),
