@@ -9,6 +9,16 @@ folder), trains SGE-ResNet-50 with the paper's recipe.
     python examples/train.py --data /imagenet       # every visible GPU
     python examples/train.py --cpu-devices 2        # mirrored, no GPU
 
+`--arch keras:NAME` fine-tunes a keras.applications network instead (e.g.
+`keras:ResNet50V2`, `keras:EfficientNetB0`), from `--weights`, its
+ImageNet weights file (with or without its top): SGE goes on every
+residual branch, keeping the pretrained function at insertion, and the
+images are scaled as that network's `preprocess_input` does, in training
+and in the export. `--groups none` fine-tunes the network without SGE.
+
+    python examples/train.py --data DIR --arch keras:ResNet50V2 \
+        --weights resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5
+
 Several machines: set `TF_CONFIG` on each (see the README) and run the same
 command everywhere. A killed run resumes from its last backup when started
 again with the same `--output-dir`, which is bound to the run's model and
@@ -47,6 +57,7 @@ from keras_sge.training import data  # noqa: E402
 from keras_sge.training import distribute  # noqa: E402
 from keras_sge.training import export  # noqa: E402
 from keras_sge.training import finetune  # noqa: E402
+from keras_sge.training import keras_apps  # noqa: E402
 from keras_sge.training import loop  # noqa: E402
 from keras_sge.training import recipe  # noqa: E402
 from keras_sge.training import rundir  # noqa: E402
@@ -224,21 +235,33 @@ def build_parser():
     m = p.add_argument_group("model")
     m.add_argument(
         "--arch",
-        choices=sorted(ARCHS, key=lambda a: int(a[6:])),
-        help="ResNet depth [a PyTorch --weights checkpoint's; folder resnet50, digits resnet18]",
+        type=_arch,
+        metavar="{resnet18,...,resnet152,keras:NAME}",
+        help=(
+            "SGE-ResNet depth, or keras:NAME, a keras.applications network "
+            "(keras:ResNet50V2, keras:EfficientNetB0, ...) with SGE on its "
+            "residual branches and a new classifier [a PyTorch --weights "
+            "checkpoint's; folder resnet50, digits resnet18]"
+        ),
     )
     m.add_argument(
         "--groups",
-        type=int,
+        type=_groups,
         default=64,
-        help="SGE groups per block; 0 trains the plain ResNet (the ablation baseline)",
+        metavar="{N,none}",
+        help=(
+            "SGE groups per block (at most, for keras:NAME); none trains "
+            "the network without SGE (the ablation baseline)"
+        ),
     )
     m.add_argument(
         "--weights",
         metavar="FILE",
         help=(
             "initial weights: a .keras / .weights.h5 file or a PyTorch "
-            "checkpoint (.pth / .pth.tar). A classifier that does not fit the "
+            "checkpoint (.pth / .pth.tar); for keras:NAME, that network's "
+            "Keras weights file (.h5, .weights.h5, .keras, with or without "
+            "its top). A classifier that does not fit the "
             "data's classes starts anew (fine-tuning); with --data this also "
             "selects the fine-tuning defaults [fine-tune ...]"
         ),
@@ -415,6 +438,39 @@ def build_parser():
     return p
 
 
+def _arch(text):
+    """`--arch`: an SGE-ResNet depth, or `keras:NAME` (NAME in any case)."""
+    if text in ARCHS:
+        return text
+    if not keras_apps.is_keras_arch(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from "
+            f"{', '.join(sorted(ARCHS, key=lambda a: int(a[6:])))}, or "
+            "keras:NAME for a keras.applications network)"
+        )
+    try:
+        return keras_apps.canonical(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _groups(text):
+    """`--groups`: a positive number of SGE groups, or `none` for no SGE."""
+    if text.lower() == "none":
+        return None
+    try:
+        groups = int(text)
+    except ValueError:
+        groups = None
+    if groups is None or groups < 1:
+        # 0 used to mean no SGE; it must not pass for a number of groups.
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of SGE groups, got {text}: pass "
+            "--groups none to train without SGE"
+        )
+    return groups
+
+
 def _int_list(text):
     try:
         return tuple(int(v) for v in text.split(","))
@@ -434,7 +490,10 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.weights and os.path.isfile(args.weights):
-        _read_weights_or_exit(parser, args)
+        if keras_apps.is_keras_arch(args.arch):
+            _check_keras_weights_or_exit(parser, args)
+        else:
+            _read_weights_or_exit(parser, args)
     # The names left to the profile: a default may be fitted to the data
     # (the batch), and a message about one must not blame the user for it.
     args.defaulted = set()
@@ -445,7 +504,9 @@ def parse_args(argv=None):
     for message in _invalid_values(args):
         parser.error(message)
     if args.output_dir is None:
-        model = f"{'sge_' if args.groups else ''}{args.arch}"
+        # keras:NAME -> keras_name: no colon in a path (Windows).
+        arch = args.arch.replace(":", "_").lower()
+        model = f"{'sge_' if args.groups else ''}{arch}"
         args.output_dir = os.path.join(
             "runs",
             f"{model}-"
@@ -474,6 +535,20 @@ def _read_weights_or_exit(parser, args):
         )
 
 
+def _check_keras_weights_or_exit(parser, args):
+    """Refuses, in one line, a `--weights` that no keras:NAME can load."""
+    try:
+        is_keras = weights_lib.is_keras_weights_file(args.weights)
+    except OSError as error:
+        parser.error(f"--weights {args.weights} cannot be read ({error})")
+    if not is_keras:
+        parser.error(
+            f"--weights {args.weights} is not a Keras weights file: --arch "
+            f"{args.arch} takes that network's .h5, .weights.h5 or .keras "
+            "file (a PyTorch checkpoint is for --arch resnetN)"
+        )
+
+
 def _invalid_values(args):
     """One message per value out of its range, NaN and infinity included."""
     finite = math.isfinite
@@ -488,7 +563,6 @@ def _invalid_values(args):
             "at least 1 (leave it out for one pass over the data)",
         ),
         ("--save-steps", args.save_steps, args.save_steps >= 1, "at least 1"),
-        ("--groups", args.groups, args.groups >= 0, "0 (no SGE) or more"),
         ("--cpu-devices", args.cpu_devices, args.cpu_devices >= 0, "0 or more"),
         ("--threads", args.threads, args.threads >= 0, "0 or more"),
         ("--seed", args.seed, args.seed >= 0, "0 or more"),
@@ -574,6 +648,11 @@ def _invalid_values(args):
         yield f"--weights file not found: {args.weights}"
     if args.data and args.dataset != "digits":
         yield f"--dataset {args.dataset} is embedded: leave out --data"
+    if args.sync_bn and keras_apps.is_keras_arch(args.arch):
+        yield (
+            f"--sync-bn is for the SGE-ResNets (--arch resnetN), not --arch "
+            f"{args.arch}: leave it out"
+        )
 
 
 def _head_epochs_message(args):
@@ -643,7 +722,7 @@ def run_settings(args):
     """
     settings = {
         "--arch": args.arch,
-        "--groups": args.groups,
+        "--groups": "none" if args.groups is None else args.groups,
         "--image-size": args.image_size,
         # Mixed float16 gives the optimizer loss-scale variables.
         "--mixed-precision": args.mixed_precision or "off",
@@ -685,7 +764,10 @@ def check_run_directory(args):
         )
     settings = run_settings(args)
     if not args.fresh:
-        rundir.check(args.output_dir, settings)
+        # Runs recorded before `--groups none` existed hold 0 for it.
+        rundir.check(
+            args.output_dir, settings, respelled={"--groups": {0: "none"}}
+        )
     return settings
 
 
@@ -710,20 +792,10 @@ def load_data(args):
 def build_model(args, num_classes):
     """The compiled model, its optimizer built; call under strategy.scope()."""
     keras.utils.set_random_seed(args.seed)
-    model = architecture(args, num_classes)
-    if args.weights and args.evaluate_only:
-        weights_lib.load_weights(
-            model, weights_file(args.weights)
-        )  # The classifier must fit.
-    elif args.weights:
-        print(
-            finetune.load_pretrained(
-                model,
-                weights_file(args.weights),
-                lambda classes: architecture(args, classes),
-            ),
-            flush=True,
-        )
+    if keras_apps.is_keras_arch(args.arch):
+        model = keras_model(args, num_classes)
+    else:
+        model = sge_resnet(args, num_classes)
     recipe.add_l2_penalty(model, args.weight_decay)
     peak_lr = recipe.scaled_learning_rate(args.batch_size, args.base_lr)
     head_steps = args.head_epochs * args.steps_per_epoch
@@ -761,15 +833,70 @@ def build_model(args, num_classes):
     return model
 
 
+def sge_resnet(args, num_classes):
+    """The run's SGE-ResNet, its `--weights` loaded."""
+    model = architecture(args, num_classes)
+    if args.weights and args.evaluate_only:
+        weights_lib.load_weights(
+            model, weights_file(args.weights)
+        )  # The classifier must fit.
+    elif args.weights:
+        print(
+            finetune.load_pretrained(
+                model,
+                weights_file(args.weights),
+                lambda classes: architecture(args, classes),
+            ),
+            flush=True,
+        )
+    return model
+
+
+def keras_model(args, num_classes):
+    """The run's keras.applications network with SGE, its `--weights` loaded.
+
+    Fine-tuning, `--weights` is the plain network's file; evaluating, a
+    file of the fine-tuned model (a run's `model.keras`).
+    """
+    fine_tuning = args.weights and not args.evaluate_only
+    model, description = keras_apps.build(
+        args.arch,
+        args.image_size,
+        num_classes,
+        args.groups,
+        weights=args.weights if fine_tuning else None,
+    )
+    if args.weights and args.evaluate_only:
+        keras_apps.load_trained(model, args.weights, args.arch)
+        description = (
+            f"Loaded all {len(model.weights)} weights of {model.name} from "
+            f"{args.weights}"
+        )
+    print(description, flush=True)
+    print(
+        f"Input scaling: as {keras_apps.preprocess_function(args.arch)}, "
+        "in training, evaluation and the SavedModel",
+        flush=True,
+    )
+    return model
+
+
 def architecture(args, classes):
     """The run's SGE-ResNet, randomly initialised; `classes=None`: no classifier."""
     return ARCHS[args.arch](
         include_top=classes is not None,
         input_shape=(args.image_size, args.image_size, 3),
         classes=classes or 1000,
-        groups=args.groups or None,
+        groups=args.groups,
         synchronized_bn=args.sync_bn,
     )
+
+
+def input_preprocessing(args):
+    """How the model wants its pixels scaled (see `data.preprocess`)."""
+    if keras_apps.is_keras_arch(args.arch):
+        return keras_apps.preprocessing(args.arch)
+    return "torch"  # The SGE-ResNets': ImageNet mean and std.
 
 
 def make_inputs(args, dataset, strategy):
@@ -781,6 +908,7 @@ def make_inputs(args, dataset, strategy):
         crop_scale=None if args.crop_scale == 1 else (args.crop_scale, 1.0),
         flip=args.flip,
         cache_bytes=int(args.cache_mb * 2**20),
+        preprocessing=input_preprocessing(args),
     )
 
     def train_data(start_step):
@@ -1101,7 +1229,11 @@ def finish(args, dataset, strategy, model, inputs, statistics):
     model.save(keras_path)
     saved_model = os.path.join(args.output_dir, "saved_model")
     export.export_saved_model(
-        model, saved_model, dataset.class_names, args.image_size
+        model,
+        saved_model,
+        dataset.class_names,
+        args.image_size,
+        input_preprocessing(args),
     )
     print("Wrote:")
     for what, path in [

@@ -5,6 +5,9 @@
 - `distribute`: strategy selection (`MirroredStrategy`,
   `MultiWorkerMirroredStrategy`, logical CPU devices).
 - `recipe`: the paper's optimizer, weight decay and learning-rate schedules.
+- `finetune`: a pretrained SGE-ResNet onto new classes, head first.
+- `keras_apps`: `--arch keras:NAME`, a keras.applications network with SGE
+  inserted into it, its pretrained weights and its input scaling.
 - `loop`: `model.fit`, or a custom loop over `strategy.run` where `fit`
   does not work (several workers).
 - `backup`: step-level backups that survive `SIGKILL`.

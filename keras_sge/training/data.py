@@ -54,6 +54,13 @@ from keras_sge.training import image_files
 
 # What to do with image files that cannot be decoded (see `scan_image_folder`).
 BAD_IMAGE_POLICIES = ("skip", "refuse")
+# How a network wants its RGB input in [0, 255] scaled, in the names of
+# keras.applications' `preprocess_input(mode=...)`: "torch" (ImageNet mean
+# and std) is the SGE-ResNets' own; "caffe" (BGR, ImageNet mean
+# subtracted), "tf" ([-1, 1]) and "none" (as is: the network rescales
+# inside itself) are those of keras.applications' families.
+PREPROCESSING_MODES = ("torch", "caffe", "tf", "none")
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 BAD_IMAGES_REPORT = "bad_images.txt"
 
 
@@ -475,6 +482,8 @@ class Pipeline:
         cache_bytes: in-memory cache budget per split, in bytes. Training
             files whose total size fits are read once and kept encoded;
             the val set is cached decoded and cropped if that fits.
+        preprocessing: how the model wants its input scaled, one of
+            `PREPROCESSING_MODES` (see `preprocess`).
     """
 
     image_size: int
@@ -483,6 +492,7 @@ class Pipeline:
     crop_scale: tuple = (0.08, 1.0)
     flip: bool = True
     cache_bytes: int = 0
+    preprocessing: str = "torch"
 
     def train(
         self, split, input_context, global_batch, steps_per_epoch, start_step=0
@@ -506,7 +516,7 @@ class Pipeline:
         def load(position, index):
             seed = tf.stack([tf.constant(self.seed, tf.int64), position])
             image = self._augment(read(index), encoded, seed)
-            return preprocess_input(image), self._one_hot(
+            return preprocess(image, self.preprocessing), self._one_hot(
                 tf.gather(labels, index)
             )
 
@@ -549,7 +559,7 @@ class Pipeline:
             if encoded:
                 image = decode(image)
             return (
-                eval_image(image, self.image_size),
+                eval_image(image, self.image_size, self.preprocessing),
                 self._one_hot(tf.gather(labels, index)),
                 weight,
             )
@@ -675,9 +685,31 @@ def decode(encoded):
     return image
 
 
-def eval_image(image, image_size):
+def eval_image(image, image_size, preprocessing="torch"):
     """The evaluation preprocessing of one uint8 image (or a batch)."""
-    return preprocess_input(center_crop_resize(image, image_size))
+    return preprocess(center_crop_resize(image, image_size), preprocessing)
+
+
+def preprocess(images, mode="torch"):
+    """Scales RGB images in [0, 255], channels last, as `mode` says.
+
+    `mode` is one of `PREPROCESSING_MODES`; each gives what keras.applications'
+    `preprocess_input` of that mode gives, in TensorFlow ops, so that it runs
+    in `tf.data` and is traced into the SavedModel, which then serves
+    without Keras.
+    """
+    images = tf.cast(images, tf.float32)
+    if mode == "torch":
+        return preprocess_input(images)
+    if mode == "caffe":
+        return images[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR)
+    if mode == "tf":
+        return images / 127.5 - 1.0
+    if mode == "none":
+        return images
+    raise ValueError(
+        f"unknown preprocessing {mode!r}: expected one of {PREPROCESSING_MODES}"
+    )
 
 
 def _read_bytes(path):

@@ -9,9 +9,11 @@ preprocessing and the class names, so it serves (TF Serving,
 - `serve_uint8(images)`: a uint8 RGB batch `(N, H, W, 3)`, any `H, W`.
 
 Both resize the shorter side to `image_size * 256 / 224`, crop the centre,
-normalise as in training, and return `probabilities` `(N, classes)`,
-`top_k_indices` `(N, k)` and `top_k_names` `(N, k)` with `k = min(5,
-classes)`. The loaded object also has a `class_names` variable.
+scale the pixels as in training (the network's own preprocessing: ImageNet
+mean and std for an SGE-ResNet, that of its family for a keras.applications
+network; see `data.preprocess`), and return `probabilities` `(N,
+classes)`, `top_k_indices` `(N, k)` and `top_k_names` `(N, k)` with `k =
+min(5, classes)`. The loaded object also has a `class_names` variable.
 """
 
 import tensorflow as tf
@@ -27,9 +29,11 @@ class ServingModule(tf.Module):
             preprocessed images and returning probabilities.
         class_names: the names of the model's outputs, in order.
         image_size: the side of the model's square input.
+        preprocessing: how the model wants its pixels scaled, one of
+            `data.PREPROCESSING_MODES`.
     """
 
-    def __init__(self, model, class_names, image_size):
+    def __init__(self, model, class_names, image_size, preprocessing="torch"):
         super().__init__(name="sge_classifier")
         # The Keras model stays untracked: the signatures' graphs are all a
         # loader needs, plus the variables, tracked (hence saved) as a list.
@@ -39,6 +43,7 @@ class ServingModule(tf.Module):
             list(class_names), trainable=False, name="class_names"
         )
         self.image_size = image_size
+        self.preprocessing = preprocessing
         self.top_k = min(5, len(class_names))
 
     @tf.function(
@@ -48,7 +53,9 @@ class ServingModule(tf.Module):
         size = self.image_size
         spec = tf.TensorSpec([size, size, 3], tf.float32)
         batch = tf.map_fn(
-            lambda image: data.eval_image(data.decode(image), size),
+            lambda image: data.eval_image(
+                data.decode(image), size, self.preprocessing
+            ),
             images,
             fn_output_signature=spec,
         )
@@ -60,7 +67,9 @@ class ServingModule(tf.Module):
         ]
     )
     def serve_uint8(self, images):
-        return self._predict(data.eval_image(images, self.image_size))
+        return self._predict(
+            data.eval_image(images, self.image_size, self.preprocessing)
+        )
 
     def _predict(self, batch):
         probabilities = tf.cast(self._model(batch, training=False), tf.float32)
@@ -72,9 +81,11 @@ class ServingModule(tf.Module):
         }
 
 
-def export_saved_model(model, path, class_names, image_size):
+def export_saved_model(
+    model, path, class_names, image_size, preprocessing="torch"
+):
     """Writes the SavedModel to `path`; returns the module it was made from."""
-    module = ServingModule(model, class_names, image_size)
+    module = ServingModule(model, class_names, image_size, preprocessing)
     # The SGE layers trace plain TensorFlow ops: no XLA-only function,
     # which TF Serving would not run.
     signatures = {

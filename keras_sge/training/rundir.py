@@ -25,15 +25,22 @@ class RunDirectoryError(ValueError):
     """A run directory this command must not use, reported as one line."""
 
 
-def check(output_dir, settings):
+def check(output_dir, settings, respelled=None):
     """Raises `RunDirectoryError` if `output_dir` was recorded with other `settings`.
 
     A directory without a record (new, or written before records existed)
     passes: its backups then guard themselves (see `backup.Backup.restore`).
+    `respelled` maps a setting to `{old value: new value}` for values that
+    a record may hold in an older spelling (train.py's `--groups 0`, now
+    `--groups none`), so that those runs still resume.
     """
     recorded = read(output_dir)
     if recorded is None:
         return
+    for key, spellings in (respelled or {}).items():
+        for old, new in spellings.items():
+            if key in recorded and recorded[key] == old:
+                recorded[key] = new
     changes = [
         _change(key, recorded.get(key), settings.get(key))
         for key in {**recorded, **settings}

@@ -322,7 +322,11 @@ def test_batch_not_divisible_by_replicas_fails_in_one_line(tmp_path):
         (["--epochs", "-2"], "--epochs must be at least 1, got -2"),
         (["--save-steps", "0"], "--save-steps must be at least 1, got 0"),
         (["--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),
-        (["--groups", "-1"], "--groups must be 0 (no SGE) or more, got -1"),
+        (
+            ["--groups", "-1"],
+            "--groups: expected a positive number of SGE groups, got -1: "
+            "pass --groups none to train without SGE",
+        ),
         (["--lr-decay-epochs", "0,30"], "positive epochs, got 0,30"),
         (["--val-fraction", "1"], "--val-fraction must be in (0, 1), got 1"),
         (["--cache-mb", "inf"], "--cache-mb must be 0 (off) or a positive"),
@@ -466,7 +470,7 @@ def test_a_run_directory_is_bound_to_the_model_and_data_only(train_script):
     # Another model or other data does not.
     for argv in (
         ["--arch", "resnet34"],
-        ["--groups", "0"],
+        ["--groups", "none"],
         ["--image-size", "64"],
         ["--dataset", "cluttered-digits"],
         ["--mixed-precision", "bfloat16"],
