@@ -79,8 +79,8 @@ def write_folder(root, blobs):
 def list_files(root):
     from keras_sge.training import data
 
-    names = sorted(entry.name for entry in os.scandir(root))
-    return data._list_split(root, names, names)[0]
+    _, splits, _ = data.list_image_folder(root)
+    return sorted(path for paths, _ in splits.values() for path in paths)
 
 
 def head_8_bytes(paths):

@@ -217,7 +217,7 @@ def scan_image_folder(
         )
     if not os.path.isdir(root):
         raise DataError(f"data directory not found: {root}")
-    class_names, splits, notes = _list_image_folder(root, val_fraction, seed)
+    class_names, splits, notes = list_image_folder(root, val_fraction, seed)
     paths = splits["train"][0] + splits["val"][0]
     converted_dir = (
         os.path.join(output_dir, "converted")
@@ -277,8 +277,15 @@ def is_imagenet_layout(root):
     return os.path.isdir(os.path.join(root, "train"))
 
 
-def _list_image_folder(root, val_fraction, seed):
-    """`(class names, {split: (paths, labels)}, notes)` of either layout."""
+def list_image_folder(root, val_fraction=0.2, seed=0):
+    """`(class names, {split: (paths, labels)}, notes)` of either layout.
+
+    The files of an image folder and their split, before any file is read
+    (`scan_image_folder` then checks them): `root/train/<class>/*` and
+    `root/val/<class>/*`, or one folder per class, `root/<class>/*`, split
+    by a seeded, stratified `val_fraction` of each class. `notes` are lines
+    about the split to print.
+    """
     if is_imagenet_layout(root):
         class_names = _class_folders(os.path.join(root, "train"))
         _check_several_classes(os.path.join(root, "train"), class_names)
