@@ -37,6 +37,9 @@ def run_tests_on_backend(backend, paths):
             "-p",
             "no:cacheprovider",
             "-x",
+            # One process: this test already runs in one of the workers.
+            "-n",
+            "0",
         ],
         cwd=REPO_ROOT,
         env=env,
