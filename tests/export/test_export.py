@@ -1,7 +1,8 @@
 """Every export a Keras user would try, run where it is deployed.
 
-An SGE-ResNet-18 and a small Sequential model with SGE (unknown height and
-width) are exported with the plain Keras / TensorFlow calls, after
+An SGE-ResNet-18, a small Sequential model with SGE (unknown height and
+width) and keras.applications' MobileNetV2 with SGE added by
+`keras_sge.add_attention` are exported with the plain Keras / TensorFlow calls, after
 `predict` has traced the model: `model.export` (SavedModel),
 `tf.saved_model.save`, `format="onnx"` and `format="litert"`. Each
 artifact then runs in a fresh process that never imports keras_sge (nor,
@@ -67,7 +68,35 @@ def sge_sequential():
     return model, rng.standard_normal((3, 12, 10, 3)).astype("float32")
 
 
-MODELS = {"sge_resnet18": sge_resnet18, "sge_sequential": sge_sequential}
+def mobilenet_v2_with_sge():
+    """keras.applications' MobileNetV2 with SGE put in by `add_attention`."""
+    from keras_sge import add_attention
+    from tests.surgery import common
+
+    keras.utils.set_random_seed(5)
+    base = common.randomize(
+        keras.applications.MobileNetV2(
+            weights=None,
+            input_shape=(32, 32, 3),
+            alpha=0.35,
+            classes=10,
+            classifier_activation=None,
+        )
+    )
+    model = add_attention(base, "sge", groups=64)
+    rng = np.random.default_rng(5)
+    for layer in common.sge_layers(model):  # gates that vary over positions
+        layer.gamma.assign(
+            rng.uniform(-1, 1, layer.gamma.shape).astype("float32")
+        )
+    return model, rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+
+
+MODELS = {
+    "sge_resnet18": sge_resnet18,
+    "sge_sequential": sge_sequential,
+    "mobilenet_v2_add_attention": mobilenet_v2_with_sge,
+}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
