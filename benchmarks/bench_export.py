@@ -103,7 +103,7 @@ def digits_images(image_size, calibration):
     """(val images, val labels, calibration images), preprocessed as in training."""
     import tensorflow as tf
 
-    from keras_sge.training import data
+    from examples.training import data
 
     digits = data.load_digits(image_size)
 

@@ -77,7 +77,7 @@ def write_folder(root, blobs):
 
 
 def list_files(root):
-    from keras_sge.training import data
+    from examples.training import data
 
     _, splits, _ = data.list_image_folder(root)
     return sorted(path for paths, _ in splits.values() for path in paths)
@@ -96,7 +96,7 @@ def head_8_bytes(paths):
 
 
 def structural_check(paths, root, scratch):
-    from keras_sge.training import image_files
+    from examples.training import image_files
 
     check = image_files.check_files(paths, root, scratch)
     assert check.keep.all(), check.bad
@@ -105,7 +105,7 @@ def structural_check(paths, root, scratch):
 
 def conversion_seconds(paths, root, scratch):
     """Median seconds to convert one file to PNG (what a file failing the check costs)."""
-    from keras_sge.training import image_files
+    from examples.training import image_files
 
     seconds = []
     for i, path in enumerate(paths):

@@ -4,7 +4,7 @@
 
 Trains SGE-ResNet-18 and the same network without SGE (`groups=None`) under
 one recipe, once per seed, on the cluttered digits of
-`keras_sge.training.cluttered` (a digit among fragments of other digits, with
+`examples.training.cluttered` (a digit among fragments of other digits, with
 the digit's box known). A third variant is SGE-ResNet-18 with every gamma
 frozen at 0: its gates are `sigmoid(beta)`, one learned scale per group and
 no spatial term, so it tells what SGE's spatial attention adds over a plain
@@ -15,7 +15,7 @@ Then, on held-out images:
 1. accuracy per variant, mean and spread over the seeds, and the paired
    differences with their 95% confidence intervals (do they exceed
    seed-to-seed noise?);
-2. per SGE layer, where the gates point (`keras_sge.localisation`): the mean
+2. per SGE layer, where the gates point (`examples.study.localisation`): the mean
    gate on the digit's box over the mean gate off it, and the gate's AUC as a
    digit-vs-rest detector, trained vs the same network at initialisation
    (where every gate is sigmoid(1): ratio 1, AUC 0.5);
@@ -41,13 +41,17 @@ import re
 import sys
 import time
 
+# The scripts' TensorFlow-only pieces are the `examples` package of this
+# clone (not installed with keras_sge): put the clone on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # The models are trained with TensorFlow's kernels; the measures are NumPy.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_sge.training import cli  # noqa: E402
+from examples.training import cli  # noqa: E402
 
 VARIANTS = ("sge", "plain", "flat")
 VARIANT_NAMES = {
@@ -220,7 +224,7 @@ def parse_args(argv=None):
 
 def load_task(args):
     """The cluttered digits (the same for every run: `--data-seed`)."""
-    from keras_sge.training import cluttered
+    from examples.training import cluttered
 
     try:
         return cluttered.load_cluttered_digits(
@@ -242,9 +246,9 @@ def build_model(variant, seed, args):
     """
     import keras
 
+    from examples.training import recipe
     from keras_sge import applications
     from keras_sge import inspect
-    from keras_sge.training import recipe
 
     keras.utils.set_random_seed(seed)
     model = applications.SGEResNet18(
@@ -314,8 +318,8 @@ def stage_stride(layer_name):
 
 def localisation(model, split, count):
     """Per SGE layer, the localisation measures on the first `count` images."""
+    from examples.study import localisation as measures
     from keras_sge import inspect
-    from keras_sge import localisation as measures
     from keras_sge.applications import preprocess_input
 
     maps = inspect.inspect_sge(
@@ -601,7 +605,7 @@ def write_markdown(results, path):
         "",
         f"Task: {config['train_images']} training and {config['val_images']} "
         f"held-out {config['image_size']}x{config['image_size']} "
-        "cluttered digits (`keras_sge.training.cluttered`, "
+        "cluttered digits (`examples.training.cluttered`, "
         f"dataset seed {config['data_seed']}, "
         f"{config['clutter']} fragments of other digits each). "
         f"Recipe, the same for every variant: batch {config['batch_size']}, "
@@ -663,7 +667,7 @@ def _localisation_tables(summary, config):
         f"SGE-ResNet-18, the first {config['inspect_images']} held-out images, "
         "mean ± std over the seeds; *init*: the same networks before training. "
         "Each input pixel takes the gate of the cell centred nearest to it "
-        "(`keras_sge.localisation`). *Gate ratio*: mean gate on the digit's box "
+        "(`examples.study.localisation`). *Gate ratio*: mean gate on the digit's box "
         "/ off it (1: no preference); *vs clutter*: on the box / on the clutter "
         "fragments; *AUC*: the gate as a digit-vs-rest pixel detector, per image "
         "and group (0.5: no preference); *spread*: the gate's standard deviation "
@@ -728,9 +732,9 @@ def _figure(figsize):
 
 
 def _cell_edges(cells, stride, size):
-    """Pixel edges of the cells, as `keras_sge.localisation` assigns pixels:
+    """Pixel edges of the cells, as `examples.study.localisation` assigns pixels:
     each pixel to the cell centred nearest (cell i is centred on stride * i)."""
-    from keras_sge import localisation
+    from examples.study import localisation
 
     first_pixels = np.searchsorted(
         localisation.pixel_cells(size, cells, stride), np.arange(cells)

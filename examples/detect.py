@@ -4,7 +4,7 @@
     python examples/detect.py --epochs 1 --train-images 64  # a smoke run
 
 The data are made here, offline: the cluttered digits of
-`keras_sge.training.cluttered` (scikit-learn's handwritten digits, shipped
+`examples.training.cluttered` (scikit-learn's handwritten digits, shipped
 in its wheel), one digit per image at a known box, among fragments of other
 digits. With `--classes one` (the default) the detector learns to find the
 digit and to leave the fragments alone; `--classes digits` asks it for the
@@ -37,7 +37,12 @@ Needs the `hub` and `examples` extras (KerasHub, scikit-learn).
 import argparse
 import json
 import os
+import sys
 import time
+
+# The scripts' TensorFlow-only pieces are the `examples` package of this
+# clone (not installed with keras_sge): put the clone on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
@@ -104,8 +109,8 @@ def make_data(image_size, train_images, val_images, seed, classes="one"):
     `(N, 1)`; all 0 with `classes="one"`). Returns the two splits and the
     class names.
     """
+    from examples.training.cluttered import load_cluttered_digits
     from keras_sge.applications import preprocess_input
-    from keras_sge.training.cluttered import load_cluttered_digits
 
     data = load_cluttered_digits(
         image_size, train_images=train_images, val_images=val_images, seed=seed

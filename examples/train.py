@@ -41,26 +41,30 @@ import sys
 import time
 import traceback
 
+# The scripts' TensorFlow-only pieces are the `examples` package of this
+# clone (not installed with keras_sge): put the clone on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # tf.distribute and the SavedModel export need the TensorFlow backend.
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from examples.training import backup  # noqa: E402
+from examples.training import cli  # noqa: E402
+from examples.training import cluttered  # noqa: E402
+from examples.training import data  # noqa: E402
+from examples.training import distribute  # noqa: E402
+from examples.training import export  # noqa: E402
+from examples.training import finetune  # noqa: E402
+from examples.training import keras_apps  # noqa: E402
+from examples.training import loop  # noqa: E402
+from examples.training import recipe  # noqa: E402
+from examples.training import rundir  # noqa: E402
 from keras_sge import applications  # noqa: E402
 from keras_sge.applications import weights as weights_lib  # noqa: E402
 from keras_sge.applications.checkpoint_model import checkpoint_architecture  # noqa: E402
-from keras_sge.training import backup  # noqa: E402
-from keras_sge.training import cli  # noqa: E402
-from keras_sge.training import cluttered  # noqa: E402
-from keras_sge.training import data  # noqa: E402
-from keras_sge.training import distribute  # noqa: E402
-from keras_sge.training import export  # noqa: E402
-from keras_sge.training import finetune  # noqa: E402
-from keras_sge.training import keras_apps  # noqa: E402
-from keras_sge.training import loop  # noqa: E402
-from keras_sge.training import recipe  # noqa: E402
-from keras_sge.training import rundir  # noqa: E402
 
 ARCHS = {
     "resnet18": applications.SGEResNet18,

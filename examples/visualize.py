@@ -27,9 +27,13 @@ norm after SGE; and `activation_histograms.png` over all the images.
 import os
 import sys
 
+# The scripts' TensorFlow-only pieces are the `examples` package of this
+# clone (not installed with keras_sge): put the clone on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import numpy as np
 
-from keras_sge.training import cli
+from examples.training import cli
 
 DEFAULT_IMAGE_SIZE = 224
 

@@ -11,8 +11,6 @@
   official checkpoint into a Keras weights file (or a KerasHub preset).
 - `keras_sge.hub`: the SGE-ResNets as KerasHub backbones, classifiers and
   presets (needs the `hub` extra).
-- `keras_sge.training`: the pieces of `examples/train.py` (data, recipe,
-  distribution, backups, export).
 - `keras_sge.inspect` / `keras_sge.plotting`: SGE gate maps, per-group
   feature norms and their figures.
 - `keras_sge.litert`: int8 LiteRT export with the SGE layers in float.
@@ -35,7 +33,6 @@ _LAZY_SUBMODULES = (
     "inspect",
     "litert",
     "plotting",
-    "training",
 )
 
 __all__ = [

@@ -48,6 +48,7 @@ import math
 
 import keras
 
+from keras_sge import model_graph
 from keras_sge.layers.sge import SGE
 from keras_sge.layers.squeeze_excite import SqueezeExcite
 
@@ -194,14 +195,14 @@ def model_cost(model, convention="standard", input_shape=None):
 
 
 def _model_rows(model, convention, prefix):
-    if not _is_graph_model(model):
+    if not model_graph.is_functional(model):
         raise ValueError(
             "model_cost reads the shapes of a functional or Sequential "
             "model's graph; a subclassed model has none. Received: "
             f"model {model.name!r} of type {type(model).__name__}."
         )
     rows = []
-    for node in _nodes(model):
+    for node in model_graph.nodes(model):
         operation = node.operation
         if isinstance(operation, keras.layers.InputLayer):
             continue
@@ -215,34 +216,6 @@ def _model_rows(model, convention, prefix):
         if row.params or row.non_trainable_params or row.macs:
             rows.append(row)
     return rows
-
-
-def _is_graph_model(model):
-    outputs = getattr(model, "outputs", None)
-    return bool(outputs) and all(
-        getattr(t, "_keras_history", None) is not None
-        for t in keras.tree.flatten(outputs)
-    )
-
-
-def _nodes(model):
-    """The model's nodes in topological order (inputs first)."""
-    order, seen = [], set()
-    stack = [(_producer(t), False) for t in keras.tree.flatten(model.outputs)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-        elif id(node) not in seen:
-            seen.add(id(node))
-            stack.append((node, True))
-            stack.extend((_producer(t), False) for t in node.input_tensors)
-    return order
-
-
-def _producer(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
 
 
 def _layer_row(layer, name, inputs, output, convention):

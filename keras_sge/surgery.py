@@ -23,6 +23,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_sge import model_graph
 from keras_sge.arguments import check_positive_int
 from keras_sge.layers.sge import SGE
 from keras_sge.layers.squeeze_excite import SqueezeExcite
@@ -220,7 +221,9 @@ class _Graph:
     """The nodes of a functional model, with producers and consumers."""
 
     def __init__(self, model):
-        if not isinstance(model, keras.Model) or not _is_functional(model):
+        if not isinstance(model, keras.Model) or not model_graph.is_functional(
+            model
+        ):
             raise ValueError(
                 "add_attention needs a functional Keras model (built with "
                 "`keras.Model(inputs, outputs)`), whose graph of layers it "
@@ -237,7 +240,7 @@ class _Graph:
         for output in model.outputs:
             # A model output has a consumer outside the graph.
             self.consumers.setdefault(id(output), []).append(None)
-            self._visit(_producer_node(output), seen)
+            self._visit(model_graph.producer(output), seen)
 
     def _visit(self, node, seen):
         stack = [(node, False)]
@@ -254,16 +257,18 @@ class _Graph:
             stack.append((node, True))
             for tensor in node.input_tensors:
                 self.consumers.setdefault(id(tensor), []).append(node)
-                stack.append((_producer_node(tensor), False))
+                stack.append((model_graph.producer(tensor), False))
 
     def ancestors(self, tensor):
         """Ids of the nodes that `tensor` depends on, its producer included."""
-        found, stack = set(), [_producer_node(tensor)]
+        found, stack = set(), [model_graph.producer(tensor)]
         while stack:
             node = stack.pop()
             if id(node) not in found:
                 found.add(id(node))
-                stack.extend(_producer_node(t) for t in node.input_tensors)
+                stack.extend(
+                    model_graph.producer(t) for t in node.input_tensors
+                )
         return found
 
     def weighted_nodes(self, node_ids):
@@ -274,30 +279,8 @@ class _Graph:
         )
 
 
-def _is_functional(model):
-    outputs = getattr(model, "outputs", None)
-    return bool(outputs) and all(
-        getattr(t, "_keras_history", None) is not None
-        for t in keras.tree.flatten(outputs)
-    )
-
-
-def _producer_node(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
-
-
 def _has_weights(operation):
     return bool(getattr(operation, "weights", None))
-
-
-def _is_add(operation):
-    # Both `keras.layers.Add` and `x + y` on symbolic tensors (an
-    # operation of `keras.ops`, as in keras.applications' ConvNeXt).
-    return isinstance(operation, keras.layers.Add) or (
-        type(operation).__name__ == "Add"
-        and type(operation).__module__.startswith("keras.")
-    )
 
 
 class _Site:
@@ -306,7 +289,7 @@ class _Site:
     def __init__(self, graph, add, branch):
         self.add = add
         self.tensor, self.anchor = _insertion_point(graph, add, branch)
-        self.after = self.tensor._keras_history[0]
+        self.after = model_graph.producing_operation(self.tensor)
         self.data_format = _data_format(self.tensor)
         axis = -1 if self.data_format == "channels_last" else 1
         self.channels = self.tensor.shape[axis]
@@ -328,7 +311,7 @@ def _residual_sites(graph, branches):
     sites = []
     for node in graph.nodes:
         add = node.operation
-        if not _is_add(add):
+        if not model_graph.is_add(add):
             continue
         if add.name not in branches and len(node.input_tensors) < 2:
             # A tensor plus a constant (MobileNetV3's hard sigmoid, x + 3)
@@ -368,9 +351,11 @@ def _residual_sites(graph, branches):
 
 def _named_input(node, layer_name):
     for tensor in node.input_tensors:
-        if tensor._keras_history[0].name == layer_name:
+        if model_graph.producing_operation(tensor).name == layer_name:
             return tensor
-    names = [t._keras_history[0].name for t in node.input_tensors]
+    names = [
+        model_graph.producing_operation(t).name for t in node.input_tensors
+    ]
     raise ValueError(
         f"`branches` says the branch of {node.operation.name!r} comes from "
         f"{layer_name!r}, but its inputs come from {names}."
@@ -381,7 +366,7 @@ def _branch(graph, node):
     """The residual branch among a two-input Add's inputs (see the rule)."""
     add = node.operation
     inputs = node.input_tensors
-    producers = [t._keras_history[0].name for t in inputs]
+    producers = [model_graph.producing_operation(t).name for t in inputs]
     hint = (
         f"Pass branches={{{add.name!r}: <name of the layer producing the "
         f"branch>}} to choose, or branches={{{add.name!r}: None}} to leave "
@@ -416,8 +401,8 @@ def _insertion_point(graph, add, branch):
     """
     _check_insertable(graph, add, branch)
     tensor = branch
-    while not _has_weights(tensor._keras_history[0]):
-        node = _producer_node(tensor)
+    while not _has_weights(model_graph.producing_operation(tensor)):
+        node = model_graph.producer(tensor)
         inputs = node.input_tensors
         if (
             len(inputs) != 1
@@ -426,12 +411,12 @@ def _insertion_point(graph, add, branch):
         ):
             return branch, None
         tensor = inputs[0]
-    return tensor, tensor._keras_history[0]
+    return tensor, model_graph.producing_operation(tensor)
 
 
 def _insertable(graph, tensor):
     """Whether the attention can follow `tensor`'s producer alone."""
-    node = _producer_node(tensor)
+    node = model_graph.producer(tensor)
     return (
         len(graph.consumers.get(id(tensor), ())) == 1
         and len(node.output_tensors) == 1
@@ -442,7 +427,7 @@ def _insertable(graph, tensor):
 
 def _check_insertable(graph, add, branch):
     if not _insertable(graph, branch):
-        producer = branch._keras_history[0]
+        producer = model_graph.producing_operation(branch)
         raise ValueError(
             f"Cannot put attention on the branch of {add.name!r}: the "
             f"layer producing it, {producer.name!r}, is called more than "
@@ -458,7 +443,7 @@ def _data_format(tensor):
     stack, seen = [tensor], set()
     while stack:
         tensor = stack.pop(0)
-        operation = tensor._keras_history[0]
+        operation = model_graph.producing_operation(tensor)
         if id(operation) in seen:
             continue
         seen.add(id(operation))
@@ -474,7 +459,7 @@ def _data_format(tensor):
         if isinstance(operation, keras.layers.BatchNormalization):
             first = operation.axis == 1
             return "channels_first" if first else "channels_last"
-        stack.extend(_producer_node(tensor).input_tensors)
+        stack.extend(model_graph.producer(tensor).input_tensors)
     return keras.config.image_data_format()
 
 

@@ -117,6 +117,41 @@ def test_leaf_modules_import_nothing_of_the_package():
         assert graph[leaf] == set(), (leaf, graph[leaf])
 
 
+# Code that comes with a clone but is not installed: the training script's
+# TensorFlow-only pieces (examples/training) and the study (examples/study).
+NOT_INSTALLED = ("examples", "benchmarks", "tests")
+
+
+def top_level_imports(source):
+    """The top-level package names that `source` imports, anywhere in it."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add((node.module or "").split(".")[0])
+    return names
+
+
+def test_top_level_imports_sees_imports_inside_functions():
+    source = "import os\ndef f():\n    from examples.training import data\n"
+    assert top_level_imports(source) == {"os", "examples"}
+
+
+def test_the_library_imports_no_training_or_study_code():
+    """Changing the layer or the applications never needs training code."""
+    offenders = {
+        module_name(path): sorted(
+            top_level_imports(path.read_text()) & set(NOT_INSTALLED)
+        )
+        for path in PACKAGE_ROOT.rglob("*.py")
+    }
+    offenders = {name: found for name, found in offenders.items() if found}
+    assert not offenders, offenders
+    for moved in ("training", "localisation.py"):
+        assert not (PACKAGE_ROOT / moved).exists(), moved
+
+
 def test_importing_the_package_does_not_import_optional_dependencies():
     stdout = harness.run_in_fresh_process(
         """

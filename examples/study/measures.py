@@ -2,7 +2,7 @@
 
 Everything here is NumPy on maps from `keras_sge.inspect` (one forward
 pass), so it can be tested on hand-made maps with known answers. Geometry
-follows `keras_sge.localisation`: cell `i` of a map with stride `s` is
+follows `examples.study.localisation`: cell `i` of a map with stride `s` is
 centred on input pixel `s * i`, each input pixel takes the cell centred
 nearest to it, and a cell's weight in a region is its number of pixels
 there.
@@ -36,7 +36,7 @@ Per SGE layer, group `g` and image:
 import numpy as np
 from scipy import stats
 
-from keras_sge import localisation
+from examples.study import localisation
 
 EPSILON = 1e-5
 HIGH_AUC = 0.6
@@ -126,7 +126,7 @@ def auc(scores, positive, negative):
     Returns:
         `(N, G)` float64: P(score at a positive pixel > at a negative pixel)
         + P(equal) / 2, each pixel taking its cell's score. The same as
-        `keras_sge.localisation.weighted_auc`, by sorting instead of
+        `examples.study.localisation.weighted_auc`, by sorting instead of
         comparing all pairs.
     """
     scores = np.asarray(scores, "float64")

@@ -9,7 +9,7 @@ ReLU, as in SGE-ResNet; the first block of stages 2 and 3 has stride 2 and a
 
 Strided 3x3 convolutions pad one pixel on each side explicitly (torch
 style), so cell `i` of a map with stride `s` is centred on input pixel
-`s * i` in every layer, the geometry `keras_sge.localisation` assumes
+`s * i` in every layer, the geometry `examples.study.localisation` assumes
 (`first_centre = 0`).
 
 Arms:

@@ -311,7 +311,7 @@ def _figure(figsize):
 
 
 def _cell_edges(cells, stride, size):
-    from keras_sge import localisation
+    from examples.study import localisation
 
     first_pixels = np.searchsorted(
         localisation.pixel_cells(size, cells, stride), np.arange(cells)

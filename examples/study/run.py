@@ -214,7 +214,7 @@ def machine():
 
 
 def load_task(config):
-    from keras_sge.training import cluttered
+    from examples.training import cluttered
 
     data = cluttered.load_cluttered_digits(
         config["image_size"],

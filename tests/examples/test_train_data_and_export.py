@@ -62,7 +62,7 @@ def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(
 ):
     import keras
 
-    from keras_sge.training import data
+    from examples.training import data
 
     root = write_image_folder(str(tmp_path / "images"))
     out = str(tmp_path / "run")
@@ -177,7 +177,7 @@ def test_pipeline_resumes_mid_epoch_and_shards_by_replica():
     """The stream from step k is the tail of the stream from 0; shards interleave."""
     import tensorflow as tf
 
-    from keras_sge.training import data
+    from examples.training import data
 
     digits = data.load_digits(image_size=16)
     pipeline = data.Pipeline(
@@ -479,7 +479,7 @@ def test_a_run_directory_is_bound_to_the_model_and_data_only(train_script):
 
 
 def test_a_run_directory_names_what_differs(tmp_path):
-    from keras_sge.training import rundir
+    from examples.training import rundir
 
     recorded = {"--arch": "resnet18", "classes": ["cat", "dog", "owl"]}
     rundir.record(str(tmp_path), recorded)

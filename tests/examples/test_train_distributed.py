@@ -98,7 +98,7 @@ def two_worker_run(tmp_path_factory):
 SLOW_EXPORT = textwrap.dedent(
     f"""
     import runpy, sys, time
-    from keras_sge.training import export
+    from examples.training import export
 
     export_saved_model = export.export_saved_model
 
@@ -294,7 +294,7 @@ LOST_PEER_LINE = re.compile(
 def test_keras_fit_still_fails_under_multi_worker_mirrored_strategy():
     """Tells when keras-team/keras#20585 is fixed upstream.
 
-    `keras_sge.training.loop` runs a custom loop over `strategy.run` under
+    `examples.training.loop` runs a custom loop over `strategy.run` under
     MultiWorkerMirroredStrategy because `model.fit` fails there. If this
     test fails, `fit` works: `loop.train` can then call `fit` everywhere.
     """
@@ -327,7 +327,7 @@ def test_keras_fit_still_fails_under_multi_worker_mirrored_strategy():
     outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     assert all("FIT_FAILED" in output for output in outputs), (
         "model.fit now works under MultiWorkerMirroredStrategy (keras-team/keras#20585 fixed?): "
-        "keras_sge/training/loop.py can drop its custom loop.\n"
+        "examples/training/loop.py can drop its custom loop.\n"
         + outputs[0][-2000:]
     )
 

@@ -396,8 +396,8 @@ def test_fine_tune_a_keras_applications_network_with_sge(
 
     # The SavedModel scales images as MobileNetV2 expects (to [-1, 1], not
     # the SGE-ResNets' mean and std), and serves without keras_sge.
+    from examples.training import data
     from keras_sge.applications import center_crop_resize
-    from keras_sge.training import data
     from tests.examples.test_train_data_and_export import (
         _serve_in_fresh_process,
     )
@@ -449,7 +449,7 @@ def test_fine_tune_a_keras_applications_network_with_sge(
 def test_sge_keeps_the_pretrained_function_at_insertion(
     mobilenet_v2_files, kind
 ):
-    from keras_sge.training import keras_apps
+    from examples.training import keras_apps
 
     path = mobilenet_v2_files[kind]
     model, line = keras_apps.build("keras:MobileNetV2", 32, 3, 64, path)
@@ -478,8 +478,8 @@ def test_sge_keeps_the_pretrained_function_at_insertion(
 
 
 def test_the_pipeline_scales_images_as_each_family_expects():
-    from keras_sge.training import data
-    from keras_sge.training import keras_apps
+    from examples.training import data
+    from examples.training import keras_apps
 
     images = np.random.default_rng(4).uniform(0, 255, (2, 5, 6, 3))
     for module, mode in keras_apps.FAMILIES.items():
@@ -508,7 +508,7 @@ def test_the_pipeline_scales_images_as_each_family_expects():
 
 
 def test_keras_arch_and_groups_none_parse_and_bind_the_run(tmp_path):
-    from keras_sge.training import rundir
+    from examples.training import rundir
 
     train = runner.import_train_script()
     args = train.parse_args(["--arch", "keras:resnet50v2", "--groups", "none"])
@@ -569,7 +569,7 @@ def test_bad_keras_arch_or_groups_are_refused_in_one_line(
 
 
 def test_the_accepted_keras_networks_are_listed():
-    from keras_sge.training import keras_apps
+    from examples.training import keras_apps
 
     names = keras_apps.names()
     for name in ("ResNet50", "ResNet50V2", "MobileNetV2", "EfficientNetB0"):

@@ -190,7 +190,7 @@ FORMATS = {
 
 def _reference(path):
     """What the image should decode to: Pillow's RGB, as the module converts."""
-    from keras_sge.training import image_files
+    from examples.training import image_files
 
     with Image.open(path) as image:
         image.load()
@@ -203,8 +203,8 @@ def test_the_check_classifies_each_format_and_tensorflow_decodes_what_it_keeps(
 ):
     import tensorflow as tf
 
-    from keras_sge.training import data
-    from keras_sge.training import image_files
+    from examples.training import data
+    from examples.training import image_files
 
     make, expected = FORMATS[name]
     path = tmp_path / "images" / name
@@ -245,8 +245,8 @@ def test_pipelines_read_every_kept_and_converted_file(tmp_path):
     """The training crop (decode_and_crop_jpeg for JPEGs) and the eval pass."""
     import tensorflow as tf
 
-    from keras_sge.training import data
-    from keras_sge.training import image_files
+    from examples.training import data
+    from examples.training import image_files
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -286,7 +286,7 @@ def test_pipelines_survive_a_file_that_fails_to_decode(tmp_path):
     """The safety net for what the start-up check misses: no crash, same batch counts."""
     import tensorflow as tf
 
-    from keras_sge.training import data
+    from examples.training import data
 
     paths = []
     for i in range(5):
@@ -353,7 +353,7 @@ def _add_unusual_files(root):
 
 
 def test_the_folder_check_reports_converts_skips_and_refuses(tmp_path):
-    from keras_sge.training import data
+    from examples.training import data
 
     root = _write_imagenet_layout(str(tmp_path / "images"), 110, 2)
     bad = _add_unusual_files(root)
@@ -408,7 +408,7 @@ def test_the_folder_check_reports_converts_skips_and_refuses(tmp_path):
 
 
 def test_one_folder_per_class_gets_a_seeded_stratified_val_split(tmp_path):
-    from keras_sge.training import data
+    from examples.training import data
 
     root = str(tmp_path / "images")
     _write_class_folders(root, 10)
@@ -440,7 +440,7 @@ def test_one_folder_per_class_gets_a_seeded_stratified_val_split(tmp_path):
 
 
 def test_a_class_of_one_image_is_named_and_one_class_is_refused(tmp_path):
-    from keras_sge.training import data
+    from examples.training import data
 
     root = str(tmp_path / "images")
     _write_class_folders(root, 4)

@@ -151,8 +151,8 @@ def test_a_backup_of_another_model_restores_nothing(tmp_path, monkeypatch):
     import numpy as np
     import tensorflow as tf
 
-    from keras_sge.training import backup
-    from keras_sge.training import distribute
+    from examples.training import backup
+    from examples.training import distribute
 
     def backups(*widths):
         keras.utils.set_random_seed(len(widths))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_sge.training import cluttered
+from examples.training import cluttered
 
 
 def small(seed=0, clutter=8, image_size=48):

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from examples.study import localisation
 from keras_sge import SGE
 from keras_sge import inspect
-from keras_sge import localisation
 from keras_sge.inspect import SGEMaps
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from examples.study import localisation
 from examples.study import measures
 from keras_sge import SGE
-from keras_sge import localisation
 
 
 def box_map(size, box, high=1.0, low=0.0, groups=1, images=1):

@@ -18,7 +18,7 @@ min(5, classes)`. The loaded object also has a `class_names` variable.
 
 import tensorflow as tf
 
-from keras_sge.training import data
+from examples.training import data
 
 
 class ServingModule(tf.Module):

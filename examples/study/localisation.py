@@ -3,7 +3,7 @@
 The paper's claim (Li, Hu and Yang 2019, Figure 5) is that SGE's gates
 enhance the semantic regions of a feature map and suppress noise. Given
 `keras_sge.inspect` maps for images where we know which pixels are the object
-(e.g. `keras_sge.training.cluttered`), these measures put numbers on it.
+(e.g. `examples.training.cluttered`), these measures put numbers on it.
 
 Feature-map cells are compared with input pixels through the network's
 geometry: cell `i` of a map with stride `s` is centred on input pixel

@@ -38,8 +38,8 @@ import math
 
 import numpy as np
 
-from keras_sge.training.data import ImageData
-from keras_sge.training.data import Split
+from examples.training.data import ImageData
+from examples.training.data import Split
 
 # The digit's side as a fraction of the canvas, the fragments' side as a
 # fraction of the digit's, and the margin kept from the canvas edges.

@@ -28,7 +28,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from keras_sge.training import distribute
+from examples.training import distribute
 
 
 class Backup:

@@ -30,7 +30,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_sge.training import distribute
+from examples.training import distribute
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,9 +48,9 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from examples.training import image_files
 from keras_sge.applications import center_crop_resize
 from keras_sge.applications import preprocess_input
-from keras_sge.training import image_files
 
 # What to do with image files that cannot be decoded (see `scan_image_folder`).
 BAD_IMAGE_POLICIES = ("skip", "refuse")
