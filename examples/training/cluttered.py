@@ -40,6 +40,7 @@ import numpy as np
 
 from examples.training.data import ImageData
 from examples.training.data import Split
+from examples.training.data import upscaled_digits
 
 # The digit's side as a fraction of the canvas, the fragments' side as a
 # fraction of the digit's, and the margin kept from the canvas edges.
@@ -85,29 +86,6 @@ def fragment_size(image_size):
 def margin(image_size):
     """The digit's least distance from the canvas edges, in pixels."""
     return math.ceil(image_size * MARGIN_FRACTION)
-
-
-def upscaled_digits(size):
-    """scikit-learn's digits, `(1797, size, size)` uint8, and their labels.
-
-    Upsampled bilinearly from 8x8 with ink scaled from 0-16 to 0-255, as
-    `data.load_digits` does.
-    """
-    from scipy import ndimage
-    from sklearn import datasets
-
-    digits = datasets.load_digits()
-    zoom = size / digits.images.shape[-1]
-    gray = ndimage.zoom(
-        digits.images * (255.0 / 16.0),
-        (1, zoom, zoom),
-        order=1,
-        grid_mode=True,
-        mode="nearest",
-    )
-    return np.clip(np.round(gray), 0, 255).astype(
-        "uint8"
-    ), digits.target.astype("int32")
 
 
 def load_cluttered_digits(

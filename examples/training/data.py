@@ -131,6 +131,28 @@ class ImageData:
 # --------------------------------------------------------------------------
 
 
+def upscaled_digits(size):
+    """scikit-learn's digits, `(1797, size, size)` uint8, and their labels.
+
+    Upsampled bilinearly from 8x8, with ink scaled from 0-16 to 0-255.
+    """
+    from scipy import ndimage
+    from sklearn import datasets
+
+    digits = datasets.load_digits()
+    zoom = size / digits.images.shape[-1]
+    gray = ndimage.zoom(
+        digits.images * (255.0 / 16.0),
+        (1, zoom, zoom),
+        order=1,
+        grid_mode=True,
+        mode="nearest",
+    )
+    return np.clip(np.round(gray), 0, 255).astype(
+        "uint8"
+    ), digits.target.astype("int32")
+
+
 def load_digits(image_size=32, val_fraction=0.2, seed=0):
     """scikit-learn's 8x8 handwritten digits as RGB images.
 
@@ -141,23 +163,10 @@ def load_digits(image_size=32, val_fraction=0.2, seed=0):
     NumPy and SciPy only: TensorFlow must not start before the strategy is
     created (`MultiWorkerMirroredStrategy` configures it).
     """
-    from scipy import ndimage
-    from sklearn import datasets
     from sklearn import model_selection
 
-    digits = datasets.load_digits()
-    zoom = image_size / digits.images.shape[-1]
-    gray = ndimage.zoom(
-        digits.images * (255.0 / 16.0),
-        (1, zoom, zoom),
-        order=1,
-        grid_mode=True,
-        mode="nearest",
-    )
-    images = np.repeat(
-        np.clip(np.round(gray), 0, 255).astype("uint8")[..., None], 3, axis=-1
-    )
-    labels = digits.target.astype("int32")
+    gray, labels = upscaled_digits(image_size)
+    images = np.repeat(gray[..., None], 3, axis=-1)
     train, val = model_selection.train_test_split(
         np.arange(len(labels)),
         test_size=val_fraction,
@@ -168,7 +177,7 @@ def load_digits(image_size=32, val_fraction=0.2, seed=0):
         name="digits (scikit-learn, embedded)",
         train=Split(labels=labels[train], images=images[train]),
         val=Split(labels=labels[val], images=images[val]),
-        class_names=tuple(str(name) for name in digits.target_names),
+        class_names=tuple(str(name) for name in np.unique(labels)),
     )
 
 

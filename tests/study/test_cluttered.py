@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from examples.training import cluttered
+from examples.training import data
 
 
 def small(seed=0, clutter=8, image_size=48):
@@ -32,7 +33,7 @@ def test_the_val_set_does_not_depend_on_the_number_of_training_images():
 
 def test_without_clutter_the_box_holds_the_pasted_digit_and_nothing_is_outside():
     dataset = small(clutter=0)
-    patches, targets = cluttered.upscaled_digits(cluttered.digit_size(48))
+    patches, targets = data.upscaled_digits(cluttered.digit_size(48))
     for split in (dataset.train, dataset.val):
         for image, box, source, label in zip(
             split.images, split.boxes, split.sources, split.labels
@@ -49,7 +50,7 @@ def test_without_clutter_the_box_holds_the_pasted_digit_and_nothing_is_outside()
 
 def test_with_clutter_the_box_is_untouched_and_every_other_stroke_is_in_a_fragment_box():
     dataset = small()
-    patches, _ = cluttered.upscaled_digits(cluttered.digit_size(48))
+    patches, _ = data.upscaled_digits(cluttered.digit_size(48))
     edge, side = cluttered.margin(48), cluttered.digit_size(48)
     for image, box, fragments, source in zip(
         dataset.train.images,
