@@ -8,6 +8,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# The modules that run longest in a full run, longest first; the rest follow
+# in collection order. setup.cfg's `--dist loadscope --no-loadscope-reorder`
+# hands whole modules to the two workers in this order, so the minutes-long
+# ones start at once and the short ones fill in at the end: both workers
+# finish together. (pytest-xdist's own order, most tests first, started the
+# two-test backend module last and left one worker idle for minutes.)
+LONGEST_FIRST = (
+    "tests/test_backends.py",
+    "tests/examples/test_train_distributed.py",
+    "tests/examples/test_train_finetune.py",
+    "tests/export/test_export.py",
+    "tests/examples/test_train_resume.py",
+    "tests/test_readme.py",
+    "tests/applications/test_resnet.py",
+)
+
 
 def pytest_configure(config):
     config.addinivalue_line(
@@ -23,7 +39,29 @@ def pytest_configure(config):
     )
 
 
+def _check_longest_first_exist(root):
+    missing = [
+        path
+        for path in LONGEST_FIRST
+        if not os.path.exists(os.path.join(root, path))
+    ]
+    if missing:
+        raise pytest.UsageError(
+            f"tests/conftest.py's LONGEST_FIRST names modules that do not "
+            f"exist: {missing}"
+        )
+
+
+def _start_order(item):
+    module = item.nodeid.split("::")[0]
+    if module in LONGEST_FIRST:
+        return LONGEST_FIRST.index(module)
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    _check_longest_first_exist(str(config.rootpath))
+    items.sort(key=_start_order)  # stable: each module keeps its own order
     if keras.backend.backend() == "tensorflow":
         return
     skip = pytest.mark.skip(

@@ -214,16 +214,16 @@ COORDINATION_ERROR = re.compile(
 def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
     tmp_path,
 ):
-    # 2 epochs of 8 steps, a backup every 4 steps: backups at 4, 8, 12, 16.
+    # 2 epochs of 4 steps, a backup every 2 steps: backups at 2, 4, 6, 8.
     args = runner.QUICK + [
         "--epochs",
         "2",
         "--steps-per-epoch",
-        "8",
+        "4",
         "--batch-size",
         "16",
         "--save-steps",
-        "4",
+        "2",
     ]
     args += ["--output-dir", str(tmp_path)]
     ports = runner.free_ports(2)
@@ -238,7 +238,7 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
     )
     reader.start()
     for line in victim.stdout:
-        if "Backup saved at step 8" in line:
+        if "Backup saved at step 4" in line:
             victim.send_signal(signal.SIGKILL)
             break
     killed = time.time()
@@ -257,7 +257,7 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
         int(value) if value else None
         for value in match.group("step", "newer", "older")
     )
-    assert step > 8 and older in (4, 8, 12) and newer in (None, older + 4), (
+    assert step > 4 and older in (2, 4, 6) and newer in (None, older + 2), (
         message
     )
 
@@ -276,7 +276,7 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
         )
         assert "Validation: " in output
     assert len(resumed) == 1 and resumed <= {older, newer}, (resumed, message)
-    assert f"Trained steps {resumed.pop()}-16" in outputs[0]
+    assert f"Trained steps {resumed.pop()}-8" in outputs[0]
 
 
 # The survivor notices a lost peer when a collective fails: at once when

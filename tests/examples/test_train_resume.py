@@ -10,19 +10,19 @@ from tests.examples import runner
 
 pytestmark = [pytest.mark.tensorflow_only, pytest.mark.slow]
 
-# 2 epochs of 8 steps, a backup every 4 steps: backups at 4, 8, 12, 16.
+# 2 epochs of 4 steps, a backup every 2 steps: backups at 2, 4, 6, 8.
 ARGS = runner.QUICK + [
     "--epochs",
     "2",
     "--steps-per-epoch",
-    "8",
+    "4",
     "--batch-size",
     "16",
     "--save-steps",
-    "4",
+    "2",
 ]
 
-# train.py, with the backup of step 8 hanging after its files are written
+# train.py, with the backup of step 4 hanging after its files are written
 # and before the directory's `checkpoint` state file records it.
 HANG_IN_SAVE = textwrap.dedent(
     f"""
@@ -32,7 +32,7 @@ HANG_IN_SAVE = textwrap.dedent(
     record_state = tf.train.CheckpointManager._record_state
 
     def hanging_record_state(self):
-        if self.latest_checkpoint.endswith("-8"):
+        if self.latest_checkpoint.endswith("-4"):
             print("HANGING IN SAVE", flush=True)
             time.sleep(600)
         record_state(self)
@@ -51,18 +51,18 @@ def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(
     args = ARGS + ["--output-dir", str(tmp_path)]
     backups = tmp_path / "backup" / "worker-0"
 
-    # 1. Killed while writing the backup of step 8: step 4 is the last good one.
+    # 1. Killed while writing the backup of step 4: step 2 is the last good one.
     output = runner.run_until(
         runner.start(args, script=HANG_IN_SAVE), "HANGING IN SAVE"
     )
-    assert "Backup saved at step 4" in output
-    assert any(name.startswith("ckpt-8") for name in os.listdir(backups)), (
-        "the step-8 files were not written"
+    assert "Backup saved at step 2" in output
+    assert any(name.startswith("ckpt-4") for name in os.listdir(backups)), (
+        "the step-4 files were not written"
     )
 
-    # 2. Resumes at step 4; killed mid-training after the backup of step 12.
-    output = runner.run_until(runner.start(args), "Backup saved at step 12")
-    assert "Resumed from backup at step 4 " in output
+    # 2. Resumes at step 2; killed mid-training after the backup of step 6.
+    output = runner.run_until(runner.start(args), "Backup saved at step 6")
+    assert "Resumed from backup at step 2 " in output
     last_good = max(
         int(step) for step in re.findall(r"Backup saved at step (\d+)", output)
     )
@@ -70,7 +70,7 @@ def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(
     # 3. Resumes from the last backup written before the kill and finishes.
     output = runner.run(args)
     assert f"Resumed from backup at step {last_good} " in output
-    assert f"Trained steps {last_good}-16" in output
+    assert f"Trained steps {last_good}-8" in output
     assert "Validation: accuracy" in output
     assert os.path.exists(tmp_path / "saved_model" / "saved_model.pb")
 
