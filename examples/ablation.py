@@ -34,6 +34,7 @@ import argparse
 import concurrent.futures
 import datetime
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -264,7 +265,8 @@ def build_model(variant, seed, args):
     recipe.add_l2_penalty(model, args.weight_decay)
     schedule = recipe.learning_rate_schedule(
         recipe.scaled_learning_rate(args.batch_size, args.base_lr),
-        steps_per_epoch=args.train_images // args.batch_size,
+        # What `fit` runs: the last, partial batch is a step too.
+        steps_per_epoch=math.ceil(args.train_images / args.batch_size),
         epochs=args.epochs,
         schedule="cosine",
     )

@@ -146,3 +146,34 @@ def test_summary_spreads_over_seeds(ablation):
         "max": 3.0,
         "values": [1.0, 3.0],
     }
+
+
+def test_the_learning_rate_decays_over_the_steps_fit_runs(ablation):
+    import keras
+
+    # 40 images in batches of 16: `fit` runs 3 steps an epoch, the last
+    # one a partial batch. The cosine decay reaches 0 after the run's last
+    # step, not before it: every step trains with a learning rate above 0.
+    args = ablation.parse_args(
+        TINY[: TINY.index("--train-images")]
+        + ["--train-images", "40", "--epochs", "2"]
+        + TINY[TINY.index("--val-images") :]
+    )
+    model = ablation.build_model("sge", 0, args)
+    rates = []
+    model.fit(
+        np.zeros((40, 32, 32, 3), "float32"),
+        keras.utils.to_categorical(np.arange(40) % 10, 10),
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.LambdaCallback(
+                on_train_batch_begin=lambda batch, logs: rates.append(
+                    float(model.optimizer.learning_rate)
+                )
+            )
+        ],
+    )
+    assert len(rates) == 6 and min(rates) > 0, rates
+    assert float(model.optimizer.learning_rate) == pytest.approx(0, abs=1e-9)
