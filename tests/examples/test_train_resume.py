@@ -44,35 +44,52 @@ HANG_IN_SAVE = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(600)
-def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(
-    tmp_path,
-):
-    args = ARGS + ["--output-dir", str(tmp_path)]
-    backups = tmp_path / "backup" / "worker-0"
+@pytest.fixture(scope="module")
+def killed_twice_then_finished(tmp_path_factory):
+    """One run, SIGKILLed while saving, then mid-training, then run to its end.
 
-    # 1. Killed while writing the backup of step 4: step 2 is the last good one.
-    output = runner.run_until(
+    Returns its output directory, command and the three runs' outputs. The
+    finished run also serves the tests of what a rerun of it does.
+    """
+    output_dir = tmp_path_factory.mktemp("resumed")
+    args = ARGS + ["--output-dir", str(output_dir)]
+    # 1. Killed while writing the backup of step 4.
+    hung = runner.run_until(
         runner.start(args, script=HANG_IN_SAVE), "HANGING IN SAVE"
     )
-    assert "Backup saved at step 2" in output
-    assert any(name.startswith("ckpt-4") for name in os.listdir(backups)), (
-        "the step-4 files were not written"
+    step_4_written = any(
+        name.startswith("ckpt-4")
+        for name in os.listdir(output_dir / "backup" / "worker-0")
     )
+    # 2. Killed mid-training after the backup of step 6.
+    killed = runner.run_until(runner.start(args), "Backup saved at step 6")
+    # 3. Run to the end.
+    finished = runner.run(args)
+    return output_dir, args, (hung, step_4_written, killed, finished)
+
+
+@pytest.mark.timeout(600)
+def test_kill_while_saving_then_mid_training_resumes_from_last_good_backup(
+    killed_twice_then_finished,
+):
+    output_dir, _, outputs = killed_twice_then_finished
+    hung, step_4_written, killed, finished = outputs
+
+    # 1. Killed while writing the backup of step 4: step 2 is the last good one.
+    assert "Backup saved at step 2" in hung
+    assert step_4_written, "the step-4 files were not written"
 
     # 2. Resumes at step 2; killed mid-training after the backup of step 6.
-    output = runner.run_until(runner.start(args), "Backup saved at step 6")
-    assert "Resumed from backup at step 2 " in output
+    assert "Resumed from backup at step 2 " in killed
     last_good = max(
-        int(step) for step in re.findall(r"Backup saved at step (\d+)", output)
+        int(step) for step in re.findall(r"Backup saved at step (\d+)", killed)
     )
 
     # 3. Resumes from the last backup written before the kill and finishes.
-    output = runner.run(args)
-    assert f"Resumed from backup at step {last_good} " in output
-    assert f"Trained steps {last_good}-8" in output
-    assert "Validation: accuracy" in output
-    assert os.path.exists(tmp_path / "saved_model" / "saved_model.pb")
+    assert f"Resumed from backup at step {last_good} " in finished
+    assert f"Trained steps {last_good}-8" in finished
+    assert "Validation: accuracy" in finished
+    assert os.path.exists(output_dir / "saved_model" / "saved_model.pb")
 
 
 # One short epoch: 2 steps, a backup after each.
@@ -116,33 +133,34 @@ def _refused(args, message):
 
 
 @pytest.mark.timeout(600)
-def test_a_finished_run_is_bound_to_its_architecture(tmp_path):
-    args = SHORT + ["--output-dir", str(tmp_path)]
-    output = runner.run(args)
+def test_a_finished_run_is_bound_to_its_architecture(
+    killed_twice_then_finished,
+):
+    output_dir, args, (*_, output) = killed_twice_then_finished
     if "cuInit" in output:  # TensorFlow's GPU probe on a machine without one.
         assert "harmless on a machine without a GPU" in output
-    finished = _listing(tmp_path)
+    finished = _listing(output_dir)
 
     # Another architecture in the same directory: refused, nothing touched.
     other = [value if value != "resnet18" else "resnet34" for value in args]
     _refused(
         other,
-        f"{tmp_path} holds a run of another model or data: --arch was "
+        f"{output_dir} holds a run of another model or data: --arch was "
         "resnet18, now resnet34",
     )
-    assert _listing(tmp_path) == finished
+    assert _listing(output_dir) == finished
 
     # The same command again: nothing left to train, and it says so.
     output = runner.run(args)
     assert (
-        "Already complete at step 2: nothing to train; pass --epochs 2 or "
+        "Already complete at step 8: nothing to train; pass --epochs 3 or "
         "more to extend it, or --fresh to start over"
     ) in output
     assert "Trained steps" not in output
 
     # Evaluating the run's last backup, not a random model.
     output = runner.run(args + ["--evaluate-only"])
-    assert "Evaluating the backup of step 2 in " in output
+    assert "Evaluating the backup of step 8 in " in output
     assert "Validation: accuracy" in output
 
 
