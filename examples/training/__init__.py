@@ -14,6 +14,7 @@
 - `rundir`: what a run directory is bound to (`run.json`): a rerun with
   another model or other data is refused.
 - `export`: the servable SavedModel.
+- `options`: the command line, its options and their help.
 
 These modules need the TensorFlow backend.
 """
