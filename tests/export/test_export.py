@@ -205,20 +205,18 @@ def test_onnx_exported_from_the_torch_backend(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_onnx_of_a_channels_first_copy_gives_the_same_logits(tmp_path):
-    # The README's ONNX recipe: ONNX convolutions are NCHW, so a
+    # docs/deployment.md's ONNX recipe: ONNX convolutions are NCHW, so a
     # channels_first copy of the model (same weights) exports without the
     # layout transposes tf2onnx cannot move past SGE's reshapes.
     require_runtime("onnx")
     model, inputs = sge_resnet18()
     expected = keras.ops.convert_to_numpy(model(inputs, training=False))
-    previous = keras.config.image_data_format()
-    keras.config.set_image_data_format("channels_first")
-    try:
-        copy = applications.SGEResNet18(
-            input_shape=(3, 64, 64), classes=10, classifier_activation=None
-        )
-    finally:
-        keras.config.set_image_data_format(previous)
+    copy = applications.SGEResNet18(
+        input_shape=(3, 64, 64),
+        classes=10,
+        classifier_activation=None,
+        data_format="channels_first",
+    )
     copy.set_weights(model.get_weights())
     nchw = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
     copy(nchw[:1])  # Keras's ONNX export wants a called model
