@@ -46,16 +46,13 @@ import time
 # clone (not installed with keras_sge): put the clone on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from examples.training import cli  # noqa: E402
+
 # The models are trained with TensorFlow's kernels; the measures are NumPy.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN's CPU kernels even where TensorFlow would leave them off (CPUs
-# without some vector extensions): training is several times faster there.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+cli.tensorflow_defaults()
 
 import numpy as np  # noqa: E402
-
-from examples.training import cli  # noqa: E402
 
 VARIANTS = ("sge", "plain", "flat")
 VARIANT_NAMES = {

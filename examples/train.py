@@ -44,12 +44,11 @@ import traceback
 # clone (not installed with keras_sge): put the clone on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from examples.training import cli  # noqa: E402
+
 # tf.distribute and the SavedModel export need the TensorFlow backend.
 os.environ["KERAS_BACKEND"] = "tensorflow"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN's CPU kernels even where TensorFlow would leave them off (CPUs
-# without some vector extensions): training is several times faster there.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+cli.tensorflow_defaults()
 
 import keras  # noqa: E402
 

@@ -2,14 +2,13 @@
 
 import os
 
-# Quieter TensorFlow logs in the test output; must be set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's oneDNN CPU kernels, on every x86 CPU. TensorFlow picks them by
-# itself only on CPUs with some vector extensions; without them its CPU
-# Conv2D refuses channels_first (NCHW) inputs and trains several times
-# slower. Set here, so the tests and every subprocess they start (inheriting
-# the environment) run the same kernels on any CI machine.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from examples.training import cli
+
+# The example scripts' TensorFlow settings (quieter logs, oneDNN's CPU
+# kernels on every x86 CPU), set before TensorFlow loads: the tests and
+# every subprocess they start (inheriting the environment) run the same
+# kernels as the scripts, on any CI machine.
+cli.tensorflow_defaults()
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

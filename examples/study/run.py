@@ -31,11 +31,10 @@ import platform
 import sys
 import time
 
+from examples.training import cli
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN's CPU kernels even where TensorFlow would leave them off (CPUs
-# without some vector extensions): training is several times faster there.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+cli.tensorflow_defaults()
 
 import numpy as np  # noqa: E402
 
