@@ -9,4 +9,9 @@ Modules: `network` (the arms and the knock-out variants), `measures`
 (c_hat, AUCs, the sign folding, the null, norm ratios, paired statistics),
 `decision` (the decision rule as code), `report` (RESULTS.md and the
 figure) and `run` (the command line).
+
+The first study, `examples/ablation.py`, keeps its design and statistics
+in `ablation_summary` and its RESULTS.md and figures in `ablation_report`.
+Both studies share `localisation` (where the gates point, per pixel) and
+`common` (the machine record, figures).
 """

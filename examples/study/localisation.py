@@ -80,6 +80,20 @@ def pixel_cells(image_size, cells, stride=None, first_centre=0.0):
     return np.clip(nearest, 0, cells - 1).astype("int64")
 
 
+def cell_edges(image_size, cells, stride=None, first_centre=0.0):
+    """The pixel edges of the cells, as `pixel_cells` assigns pixels to them.
+
+    Returns:
+        `(cells + 1,)` floats: cell `i` covers the pixels between edges `i`
+        and `i + 1`, on half-pixel boundaries (for drawing a map over its
+        image).
+    """
+    first_pixels = np.searchsorted(
+        pixel_cells(image_size, cells, stride, first_centre), np.arange(cells)
+    )
+    return np.append(first_pixels, image_size) - 0.5
+
+
 def cell_counts(masks, map_shape, stride=None, first_centre=0.0):
     """How many pixels of each mask fall in each cell: `(N, S, S)` -> `(N, h, w)`."""
     masks = np.asarray(masks, "float64")

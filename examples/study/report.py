@@ -4,7 +4,9 @@ import os
 
 import numpy as np
 
+from examples.study import common
 from examples.study import decision
+from examples.study import localisation
 
 FIGURE_LAYERS = ("conv2_block2_sge", "conv3_block2_sge", "conv4_block2_sge")
 TRAJECTORY_EPOCHS = (0, 1, 2, 3, 5, 7, 10, 13, 16, 18)
@@ -304,39 +306,10 @@ def _lowest_accuracy(summary):
 # ---------------------------------------------------------------------------
 
 
-def _figure(figsize):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def _cell_edges(cells, stride, size):
-    from examples.study import localisation
-
-    first_pixels = np.searchsorted(
-        localisation.pixel_cells(size, cells, stride), np.arange(cells)
-    )
-    return np.append(first_pixels, size) - 0.5
-
-
 def _boxes(axes, box, clutter_boxes):
-    from matplotlib.patches import Rectangle
-
-    for b, colour, width in [(box, "lime", 1.4)] + [
-        (c, "white", 0.6) for c in clutter_boxes
-    ]:
-        top, left, bottom, right = b
-        axes.add_patch(
-            Rectangle(
-                (left - 0.5, top - 0.5),
-                right - left,
-                bottom - top,
-                fill=False,
-                edgecolor=colour,
-                linewidth=width,
-                zorder=3,
-            )
-        )
+    common.outline_box(axes, box, "lime", linewidth=1.4)
+    for clutter_box in clutter_boxes:
+        common.outline_box(axes, clutter_box, "white", linewidth=0.6)
 
 
 def _map_panel(axes, values, stride, size, centre, title, image=None):
@@ -345,7 +318,9 @@ def _map_panel(axes, values, stride, size, centre, title, image=None):
     half = float(np.max(np.abs(values - centre))) or 1e-6
     if image is not None:
         axes.imshow(image, cmap="gray", vmin=0, vmax=255)
-    rows, cols = (_cell_edges(c, stride, size) for c in values.shape)
+    rows, cols = (
+        localisation.cell_edges(size, c, stride) for c in values.shape
+    )
     mesh = axes.pcolormesh(
         cols,
         rows,
@@ -389,7 +364,7 @@ def draw_gate_maps(model, images, split, path, arm):
         model, images, layers=[layer.name for layer in layers]
     )
     size = images.shape[1]
-    figure = _figure((1.3 * (1 + 2 * len(layers)), 1.4 * count + 0.6))
+    figure = common.figure((1.3 * (1 + 2 * len(layers)), 1.4 * count + 0.6))
     grid = figure.subplots(count, 1 + 2 * len(layers), squeeze=False)
     drawn = {"path": os.path.basename(path), "layers": {}}
     for column, layer in enumerate(layers):
@@ -444,7 +419,7 @@ def draw_gate_maps(model, images, split, path, arm):
 def draw_summary(results, path):
     """|gamma| per epoch (SGE arms, one line per seed), W vs W0, accuracy."""
     runs, summary = results["runs"], results["summary"]
-    figure = _figure((12, 3.4))
+    figure = common.figure((12, 3.4))
     gamma_axes, w_axes, acc_axes = figure.subplots(1, 3)
     colours = {
         "A": "tab:blue",

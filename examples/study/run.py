@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
@@ -37,6 +36,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 cli.tensorflow_defaults()
 
 import numpy as np  # noqa: E402
+
+from examples.study import common  # noqa: E402
 
 ARMS = ("A", "B", "C", "D")
 TINY = {
@@ -179,35 +180,6 @@ def configuration(args):
         command="python -m examples.study.run " + " ".join(sys.argv[1:]),
     )
     return config
-
-
-def machine():
-    import keras
-    import scipy
-    import sklearn
-    import tensorflow as tf
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
 
 
 # ---------------------------------------------------------------------------
@@ -468,7 +440,7 @@ def main(argv=None):
         config["threads"] = "unchanged (TensorFlow already initialised)"
     start = time.time()
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    info = machine()
+    info = common.machine()
     data, prepare, pixel_stats = load_task(config)
     config.update(pixel_stats, verbose=args.verbose)
     out_for_figure = None if args.no_figure else args.out

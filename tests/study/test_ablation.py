@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from examples.study import ablation_summary
 from tests.harness import REPO_ROOT
 from tests.inspect.helpers import assert_png_not_blank
 
@@ -92,22 +93,35 @@ def test_tiny_study_writes_the_table_figures_and_raw_results(
     for name in ("gate_maps.png", "localisation.png"):
         assert_png_not_blank(os.path.join(out, name))
 
+    # --report writes the same table again from results.json alone.
+    os.remove(os.path.join(out, "RESULTS.md"))
+    os.remove(os.path.join(out, "localisation.png"))
+    assert ablation.main(["--report", "--out", out]) == 0
+    with open(os.path.join(out, "RESULTS.md"), encoding="utf-8") as f:
+        assert f.read() == table
+    assert_png_not_blank(os.path.join(out, "localisation.png"))
 
-def test_paired_difference_tells_noise_from_an_effect(ablation):
-    clear = ablation.paired_difference([0.90, 0.91, 0.92], [0.80, 0.80, 0.81])
+
+def test_paired_difference_tells_noise_from_an_effect():
+    clear = ablation_summary.paired_difference(
+        [0.90, 0.91, 0.92], [0.80, 0.80, 0.81]
+    )
     assert (
         clear["mean"] == pytest.approx(0.1067, abs=1e-4)
         and clear["exceeds_noise"]
     )
-    noisy = ablation.paired_difference([0.90, 0.80, 0.85], [0.85, 0.86, 0.83])
+    noisy = ablation_summary.paired_difference(
+        [0.90, 0.80, 0.85], [0.85, 0.86, 0.83]
+    )
     assert (
         noisy["ci95"][0] < 0 < noisy["ci95"][1] and not noisy["exceeds_noise"]
     )
 
 
-def test_stage_strides_of_the_resnet_layers(ablation):
+def test_stage_strides_of_the_resnet_layers():
     assert [
-        ablation.stage_stride(f"conv{k}_block1_sge") for k in range(2, 6)
+        ablation_summary.stage_stride(f"conv{k}_block1_sge")
+        for k in range(2, 6)
     ] == [4, 8, 16, 32]
 
 
@@ -138,8 +152,8 @@ def test_bad_arguments_fail_in_one_line(ablation, capsys, argv, message):
     )
 
 
-def test_summary_spreads_over_seeds(ablation):
-    assert ablation.spread([1.0, 3.0]) == {
+def test_summary_spreads_over_seeds():
+    assert ablation_summary.spread([1.0, 3.0]) == {
         "mean": 2.0,
         "std": pytest.approx(np.sqrt(2)),
         "min": 1.0,

@@ -44,6 +44,23 @@ def test_pixels_take_the_cell_centred_nearest():
     assert (cells[:16] == 0).all() and (cells[16:] == 1).all()
 
 
+@pytest.mark.parametrize(
+    "size, cells, stride, first_centre",
+    [(8, 4, None, 0.0), (8, 4, None, 0.5), (48, 2, 32, 0.0), (32, 1, 32, 0.0)],
+)
+def test_cell_edges_bound_the_pixels_each_cell_takes(
+    size, cells, stride, first_centre
+):
+    edges = localisation.cell_edges(size, cells, stride, first_centre)
+    assigned = localisation.pixel_cells(size, cells, stride, first_centre)
+    assert edges.shape == (cells + 1,)
+    assert edges[0] == -0.5 and edges[-1] == size - 0.5
+    pixels = np.arange(size)
+    for cell in range(cells):
+        inside = (pixels > edges[cell]) & (pixels < edges[cell + 1])
+        np.testing.assert_array_equal(inside, assigned == cell)
+
+
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_a_hand_made_gate_on_the_box_gives_the_known_ratios_and_auc(
     data_format,
