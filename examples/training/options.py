@@ -1,6 +1,12 @@
-"""The command line of `examples/train.py`: its options, their help and parsers."""
+"""The command line of `examples/train.py`.
+
+Its options, their help and parsers, the defaults that depend on the data
+(`PROFILE_DEFAULTS`), and the checks of the values given.
+"""
 
 import argparse
+import math
+import os
 
 from examples.training import cli
 from examples.training import data
@@ -385,3 +391,235 @@ def _int_list(text):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}"
         )
+
+
+# Defaults that depend on the run: the paper's recipe for an image folder;
+# for a folder with --weights, fine-tuning as the keras.io transfer-learning
+# guide does it (the new classifier alone for 2 epochs at the paper's rate,
+# then the whole network at a tenth of it, cosine to 0, 10 epochs in all);
+# a few quick epochs for the embedded digits (8x8 images upsampled to 32x32;
+# flipping a digit changes its meaning, and small crops erase it), and for
+# the cluttered digits (the digit sits anywhere: a crop could cut it out).
+PROFILE_DEFAULTS = {
+    "folder": dict(
+        arch="resnet50",
+        image_size=224,
+        epochs=100,
+        batch_size=256,
+        crop_scale=0.08,
+        flip=True,
+        save_steps=1000,
+        base_lr=0.1,
+        lr_schedule="step",
+        head_epochs=0,
+    ),
+    "fine-tune": dict(
+        arch="resnet50",
+        image_size=224,
+        epochs=10,
+        batch_size=64,
+        crop_scale=0.08,
+        flip=True,
+        save_steps=500,
+        base_lr=0.01,
+        lr_schedule="cosine",
+        head_epochs=2,
+    ),
+    "digits": dict(
+        arch="resnet18",
+        image_size=32,
+        epochs=4,
+        batch_size=32,
+        crop_scale=0.5,
+        flip=False,
+        save_steps=20,
+        base_lr=0.1,
+        lr_schedule="step",
+        head_epochs=0,
+    ),
+    "cluttered-digits": dict(
+        arch="resnet18",
+        image_size=32,
+        epochs=3,
+        batch_size=32,
+        crop_scale=1.0,
+        flip=False,
+        save_steps=50,
+        base_lr=0.1,
+        lr_schedule="cosine",
+        head_epochs=0,
+    ),
+}
+
+
+def profile(args):
+    """Which defaults apply: the embedded dataset's, "folder" or "fine-tune"."""
+    if not args.data:
+        return args.dataset
+    return "fine-tune" if args.weights else "folder"
+
+
+def fill_defaults(args):
+    """Fills the options left out with their profile's defaults.
+
+    `args.defaulted` names them: a default may be fitted to the data (the
+    batch), and a message about one must not blame the user for it.
+    """
+    args.defaulted = set()
+    for name, value in PROFILE_DEFAULTS[profile(args)].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+            args.defaulted.add(name)
+
+
+def default_output_dir(args):
+    """runs/MODEL-DATA, e.g. runs/sge_resnet18-digits."""
+    # keras:NAME -> keras_name: no colon in a path (Windows).
+    arch = args.arch.replace(":", "_").lower()
+    model = f"{'sge_' if args.groups else ''}{arch}"
+    data_name = (
+        os.path.basename(os.path.normpath(args.data))
+        if args.data
+        else args.dataset
+    )
+    return os.path.join("runs", f"{model}-{data_name}")
+
+
+def invalid_values(args):
+    """One message per value out of its range, NaN and infinity included."""
+    finite = math.isfinite
+    rules = [
+        ("--image-size", args.image_size, args.image_size >= 8, "at least 8"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
+        ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
+        (
+            "--steps-per-epoch",
+            args.steps_per_epoch,
+            args.steps_per_epoch is None or args.steps_per_epoch >= 1,
+            "at least 1 (leave it out for one pass over the data)",
+        ),
+        ("--save-steps", args.save_steps, args.save_steps >= 1, "at least 1"),
+        ("--cpu-devices", args.cpu_devices, args.cpu_devices >= 0, "0 or more"),
+        ("--threads", args.threads, args.threads >= 0, "0 or more"),
+        ("--seed", args.seed, args.seed >= 0, "0 or more"),
+        (
+            "--base-lr",
+            args.base_lr,
+            finite(args.base_lr) and args.base_lr > 0,
+            "a positive number",
+        ),
+        (
+            "--head-lr",
+            args.head_lr,
+            finite(args.head_lr) and args.head_lr > 0,
+            "a positive number",
+        ),
+        ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
+        (
+            "--weight-decay",
+            args.weight_decay,
+            finite(args.weight_decay) and args.weight_decay >= 0,
+            "0 or a positive number",
+        ),
+        (
+            "--decoupled-weight-decay",
+            args.decoupled_weight_decay,
+            finite(args.decoupled_weight_decay)
+            and args.decoupled_weight_decay >= 0,
+            "0 or a positive number",
+        ),
+        (
+            "--label-smoothing",
+            args.label_smoothing,
+            0 <= args.label_smoothing < 1,
+            "in [0, 1)",
+        ),
+        (
+            "--warmup-epochs",
+            args.warmup_epochs,
+            finite(args.warmup_epochs) and args.warmup_epochs >= 0,
+            "0 or a positive number",
+        ),
+        (
+            "--lr-decay-epochs",
+            ",".join(map(str, args.lr_decay_epochs)),
+            all(epoch >= 1 for epoch in args.lr_decay_epochs),
+            "positive epochs",
+        ),
+        (
+            "--crop-scale",
+            args.crop_scale,
+            0 < args.crop_scale <= 1,
+            "in (0, 1]",
+        ),
+        (
+            "--val-fraction",
+            args.val_fraction,
+            0 < args.val_fraction < 1,
+            "in (0, 1)",
+        ),
+        (
+            "--max-bad-fraction",
+            args.max_bad_fraction,
+            0 <= args.max_bad_fraction <= 1,
+            "in [0, 1]",
+        ),
+        (
+            "--cache-mb",
+            args.cache_mb,
+            finite(args.cache_mb) and args.cache_mb >= 0,
+            "0 (off) or a positive number",
+        ),
+    ]
+    for option, value, ok, requirement in rules:
+        if not ok:
+            # `:g` echoes floats as typed: 2, -1, nan, inf.
+            shown = f"{value:g}" if isinstance(value, float) else value
+            yield f"{option} must be {requirement}, got {shown}"
+    # Evaluating trains nothing: the fine-tuning default of head epochs
+    # must not stop `--evaluate-only --epochs 1`.
+    if not args.evaluate_only and not 0 <= args.head_epochs <= args.epochs:
+        yield _head_epochs_message(args)
+    if args.weights and not os.path.isfile(args.weights):
+        yield f"--weights file not found: {args.weights}"
+    if args.data and args.dataset != "digits":
+        yield f"--dataset {args.dataset} is embedded: leave out --data"
+    if args.sync_bn and keras_apps.is_keras_arch(args.arch):
+        yield (
+            f"--sync-bn is for the SGE-ResNets (--arch resnetN), not --arch "
+            f"{args.arch}: leave it out"
+        )
+
+
+def _head_epochs_message(args):
+    if "head_epochs" in args.defaulted:
+        return (
+            f"--epochs {args.epochs} leaves no room for the {args.head_epochs} "
+            "head epochs of the fine-tuning default: pass --head-epochs "
+            f"{args.epochs} or less as well, or --epochs {args.head_epochs} or more"
+        )
+    return (
+        f"--head-epochs must be in [0, --epochs {args.epochs}], "
+        f"got {args.head_epochs}"
+    )
+
+
+def output_dir_problem(path):
+    """Why `path` cannot be the run directory (None if it can); creates nothing."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return (
+                f"--output-dir {path} is a file, not a directory: pass a "
+                "directory (it is created if missing)"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"--output-dir {path} is not writable: pass a directory you can write to"
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"--output-dir {path} cannot be created: {parent} is a file; pass a directory path"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--output-dir {path} cannot be created: no permission to write in {parent}"
+    return None
