@@ -149,40 +149,32 @@ def parse_args(argv=None):
 def build_models(
     depth, size, directory, data_format="channels_last", dtype="float32"
 ):
-    """Saves the four Keras models as DIR/<name>.keras; returns the paths.
-
-    The builders take the data format and dtype policy from Keras's global
-    settings; they are restored afterwards.
-    """
+    """Saves the four Keras models as DIR/<name>.keras; returns the paths."""
     import keras
 
     from benchmarks.floor_attention import FloorAttention
     from keras_sge.applications.resnet import SGEResNet
 
-    attentions = {
-        "resnet": None,
-        "sge": "sge",
-        "se": "se",
-        "floor": lambda channels, name: FloorAttention(name=name),
-    }
+    def floor(channels, name):
+        return FloorAttention(data_format=data_format, dtype=dtype, name=name)
+
+    attentions = {"resnet": None, "sge": "sge", "se": "se", "floor": floor}
     shape = (
         (size, size, 3) if data_format == "channels_last" else (3, size, size)
     )
-    previous = keras.config.image_data_format(), keras.config.dtype_policy()
-    keras.config.set_image_data_format(data_format)
-    keras.config.set_dtype_policy(dtype)
     paths = {}
-    try:
-        for name, attention in attentions.items():
-            keras.utils.set_random_seed(0)
-            model = SGEResNet(
-                depth, weights=None, input_shape=shape, attention=attention
-            )
-            paths[name] = os.path.join(directory, f"{name}_{data_format}.keras")
-            model.save(paths[name])
-    finally:
-        keras.config.set_image_data_format(previous[0])
-        keras.config.set_dtype_policy(previous[1])
+    for name, attention in attentions.items():
+        keras.utils.set_random_seed(0)
+        model = SGEResNet(
+            depth,
+            weights=None,
+            input_shape=shape,
+            attention=attention,
+            data_format=data_format,
+            dtype=dtype,
+        )
+        paths[name] = os.path.join(directory, f"{name}_{data_format}.keras")
+        model.save(paths[name])
     return paths
 
 
