@@ -420,6 +420,11 @@ def _run_in_worker(variant, seed, args):
     return run_one(variant, seed, load_task(args), args)
 
 
+# --------------------------------------------------------------------------
+# Raw results
+# --------------------------------------------------------------------------
+
+
 def configuration(args):
     """The study's settings and the command that reruns it, for the raw results."""
     names = (
