@@ -40,19 +40,14 @@ def spread(values):
 
 def paired_difference(first, second):
     """`first - second` (accuracies, paired by seed), with its 95% t interval."""
-    from scipy import stats
+    from examples.study import measures
 
     differences = np.asarray(first) - np.asarray(second)
     result = spread(differences)
-    if len(differences) < 2:
-        result.update(ci95=None, exceeds_noise=None)
+    result["ci95"] = measures.paired_t(differences)["ci95"]
+    if result["ci95"] is None:  # one seed: no estimate of the noise
+        result["exceeds_noise"] = None
         return result
-    half = (
-        stats.t.ppf(0.975, len(differences) - 1)
-        * result["std"]
-        / np.sqrt(len(differences))
-    )
-    result["ci95"] = [result["mean"] - half, result["mean"] + half]
     # The interval excludes 0: the difference exceeds seed-to-seed noise.
     result["exceeds_noise"] = bool(
         result["ci95"][0] > 0 or result["ci95"][1] < 0
