@@ -41,6 +41,17 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
+def inference(model, x):
+    """`model(x, training=False)` as NumPy, the same numbers on every backend.
+
+    On JAX as one jitted program: JAX compiles each eager op on its own,
+    which costs several times the one compile of the whole model.
+    """
+    if keras.backend.backend() == "jax":
+        return np.asarray(model.predict_on_batch(x))
+    return ops.convert_to_numpy(model(x, training=False))
+
+
 def assert_all_close(actual, expected, rtol=1e-5, atol=1e-6, msg=""):
     np.testing.assert_allclose(
         ops.convert_to_numpy(actual),

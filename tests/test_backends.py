@@ -1,4 +1,7 @@
-"""Runs the layers', the applications' and `add_attention`'s tests under JAX and PyTorch.
+"""Runs the multi-backend tests again under JAX and PyTorch.
+
+The layers, the applications, `add_attention`, and channels_first (which
+TensorFlow's CPU convolutions cannot run).
 
 Keras picks its backend once per process, so each backend gets one child
 pytest run with KERAS_BACKEND set. Tests marked `tensorflow_only`
@@ -26,6 +29,11 @@ SURGERY_TESTS = [
     "tests/surgery/test_add_attention_model.py",
     "tests/surgery/test_add_attention.py::"
     "test_same_network_at_insertion_with_one_sge_per_residual_add[mobilenetv2]",
+]
+# What TensorFlow's CPU kernels cannot run (channels_first convolutions).
+INSPECT_TESTS = [
+    "tests/inspect/test_inspect.py::"
+    "test_channels_first_maps_have_the_channels_first_layout",
 ]
 # JAX runs each eager op as its own XLA program, compiled once per shape:
 # the children spend most of their time compiling programs they run a few
@@ -76,5 +84,6 @@ def test_layer_application_and_surgery_tests_pass_on_backend(backend):
     # One child per backend: one start-up, one collection, and the eager
     # ops the three share compiled once.
     run_tests_on_backend(
-        backend, ["tests/layers", *APPLICATION_TESTS, *SURGERY_TESTS]
+        backend,
+        ["tests/layers", *APPLICATION_TESTS, *SURGERY_TESTS, *INSPECT_TESTS],
     )

@@ -11,13 +11,13 @@ torch's logits, so CI without torch still checks the Keras side.
 import functools
 import zlib
 
-import keras
 import numpy as np
 
 from keras_sge import applications
 from keras_sge.applications import torch_mapping
 from keras_sge.applications.resnet import SGEResNet
 from keras_sge.layers.sge import SGE
+from tests import harness
 
 IMAGE_SIZE = 64
 BATCH = 2
@@ -105,9 +105,7 @@ def random_images(seed, batch=BATCH, image_size=IMAGE_SIZE):
 
 
 def keras_logits(model, images):
-    return keras.ops.convert_to_numpy(
-        model(applications.preprocess_input(images), training=False)
-    )
+    return harness.inference(model, applications.preprocess_input(images))
 
 
 def assert_logits_match(actual, expected, relative=1e-4):

@@ -81,7 +81,7 @@ def test_keras_file_round_trips_here_and_loads_on_the_next_backend(tmp_path):
     here = keras.backend.backend()
     model = seeded_resnet18()
     images = applications.preprocess_input(parity.random_images(23))
-    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    expected = harness.inference(model, images)
     keras_file = harness.run_keras_saving_test(
         model, images, tmp_path
     )  # loads it here too
@@ -94,11 +94,11 @@ def test_keras_file_round_trips_here_and_loads_on_the_next_backend(tmp_path):
             f"""
             import keras
             import numpy as np
-            import keras_sge
+            from tests import harness
             assert keras.backend.backend() == {backend!r}
             model = keras.saving.load_model({keras_file!r})
-            outputs = model(np.load({str(tmp_path / "images.npy")!r}), training=False)
-            np.save({outputs_path!r}, keras.ops.convert_to_numpy(outputs))
+            images = np.load({str(tmp_path / "images.npy")!r})
+            np.save({outputs_path!r}, harness.inference(model, images))
             """,
             env={"KERAS_BACKEND": backend},
         )
@@ -108,3 +108,30 @@ def test_keras_file_round_trips_here_and_loads_on_the_next_backend(tmp_path):
         print(
             f"saved on {here}, loaded on {backend}: max abs diff / max |logit| = {relative:.1e}"
         )
+
+
+def test_channels_first_gives_the_channels_last_logits():
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow's CPU convolutions support channels_last only")
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:  # the global format, which the builders follow by default
+        model = applications.SGEResNet18(
+            input_shape=(3, 32, 32), classes=4, classifier_activation=None
+        )
+    finally:
+        keras.config.set_image_data_format(previous)
+    assert model.get_layer("conv2_block1_sge").data_format == "channels_first"
+    assert model.get_layer("conv1_bn").axis in (1, [1])
+    images = applications.preprocess_input(parity.random_images(24, 2, 32))
+    first = harness.inference(model, images.transpose(0, 3, 1, 2))
+    twin = applications.SGEResNet18(
+        input_shape=(32, 32, 3),
+        classes=4,
+        classifier_activation=None,
+        data_format="channels_last",
+    )
+    twin.set_weights(model.get_weights())
+    harness.assert_close_to_largest_logit(
+        first, harness.inference(twin, images)
+    )

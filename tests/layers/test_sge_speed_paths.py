@@ -35,11 +35,16 @@ def vjp(fn, args, upstream):
     elif backend == "jax":
         import jax
 
-        _, pullback = jax.vjp(fn, *[ops.convert_to_tensor(a) for a in args])
-        grads = pullback(
+        def gradients(upstream, *args):
+            return jax.vjp(fn, *args)[1](upstream)
+
+        # One jitted program: JAX compiles each eager op on its own, which
+        # costs several times as much.
+        grads = jax.jit(gradients)(
             ops.convert_to_tensor(
                 upstream, dtype=str(np.asarray(upstream).dtype)
-            )
+            ),
+            *[ops.convert_to_tensor(a) for a in args],
         )
     elif backend == "torch":
         import torch
