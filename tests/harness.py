@@ -42,10 +42,11 @@ def dtype_policy(name):
 
 
 def inference(model, x):
-    """`model(x, training=False)` as NumPy, the same numbers on every backend.
+    """The model's inference outputs for `x` (`training=False`), as NumPy.
 
-    On JAX as one jitted program: JAX compiles each eager op on its own,
-    which costs several times the one compile of the whole model.
+    On JAX through `predict_on_batch`, one jitted program: JAX compiles
+    each eager op on its own, which costs several times the one compile of
+    the whole model.
     """
     if keras.backend.backend() == "jax":
         return np.asarray(model.predict_on_batch(x))
