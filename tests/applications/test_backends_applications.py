@@ -94,6 +94,7 @@ def test_keras_file_round_trips_here_and_loads_on_the_next_backend(tmp_path):
             f"""
             import keras
             import numpy as np
+            import keras_sge  # registers the classes the file names
             from tests import harness
             assert keras.backend.backend() == {backend!r}
             model = keras.saving.load_model({keras_file!r})
@@ -123,6 +124,11 @@ def test_channels_first_gives_the_channels_last_logits():
         keras.config.set_image_data_format(previous)
     assert model.get_layer("conv2_block1_sge").data_format == "channels_first"
     assert model.get_layer("conv1_bn").axis in (1, [1])
+    # Random SGE gamma and beta and BN statistics: at gamma 0 the gates
+    # would not depend on the similarity maps that the layout changes.
+    torch_mapping.set_weights_from_state_dict(
+        model, parity.random_state_dict(18, 64, 4, seed=24)
+    )
     images = applications.preprocess_input(parity.random_images(24, 2, 32))
     first = harness.inference(model, images.transpose(0, 3, 1, 2))
     twin = applications.SGEResNet18(
