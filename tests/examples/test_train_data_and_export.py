@@ -99,7 +99,13 @@ def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(
         assert os.path.abspath(os.path.join(out, path.split("/")[0])) in printed
     # TF Serving does not JIT XLA by default: the export must hold none.
     with open(os.path.join(out, "saved_model", "saved_model.pb"), "rb") as f:
-        assert b"XlaMustCompile" not in f.read()
+        saved_model_bytes = f.read()
+    assert b"XlaMustCompile" not in saved_model_bytes
+    # The two signatures share one traced network: each convolution once.
+    model = keras.saving.load_model(os.path.join(out, "model.keras"))
+    assert _count_forward_convolutions(saved_model_bytes) == sum(
+        isinstance(layer, keras.layers.Conv2D) for layer in model.layers
+    )
 
     # The Keras model on the raw val files, with the pipeline's eval preprocessing.
     files = sorted(
@@ -111,7 +117,6 @@ def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(
     uint8_batch = (
         np.random.RandomState(0).randint(0, 256, (2, 40, 56, 3)).astype("uint8")
     )
-    model = keras.saving.load_model(os.path.join(out, "model.keras"))
     expected_encoded = model.predict(
         np.stack([data.eval_image(data.decode(b), 32) for b in blobs]),
         verbose=0,
@@ -133,6 +138,19 @@ def test_image_folder_trains_and_the_savedmodel_serves_without_keras_sge(
         [CLASSES[i] for i in row] for row in top
     ]
     assert served["class_names"].tolist() == list(CLASSES)
+
+
+def _count_forward_convolutions(saved_model_bytes):
+    """Conv2D ops in every function a SavedModel holds."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel.FromString(saved_model_bytes)
+    (meta_graph,) = saved_model.meta_graphs
+    return sum(
+        node.op == "Conv2D"
+        for function in meta_graph.graph_def.library.function
+        for node in function.node_def
+    )
 
 
 def _serve_in_fresh_process(saved_model, files, uint8_batch, tmp_path):
