@@ -14,6 +14,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 import keras_sge  # noqa: F401  (registers the serializable classes)
@@ -24,6 +25,14 @@ MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 # the full "bfloat16" policy has bfloat16 variables too.
 PRECISION_POLICIES = (*MIXED_POLICIES, "bfloat16")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# For tests of channels_first models, which tests/test_backends.py runs
+# under JAX and PyTorch.
+needs_channels_first_convolutions = pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow",
+    reason="TensorFlow's CPU convolutions support channels_last only",
+)
 
 
 def backend_supports_jit():

@@ -111,9 +111,8 @@ def test_keras_file_round_trips_here_and_loads_on_the_next_backend(tmp_path):
         )
 
 
+@harness.needs_channels_first_convolutions
 def test_channels_first_gives_the_channels_last_logits():
-    if keras.backend.backend() == "tensorflow":
-        pytest.skip("TensorFlow's CPU convolutions support channels_last only")
     previous = keras.config.image_data_format()
     keras.config.set_image_data_format("channels_first")
     try:  # the global format, which the builders follow by default

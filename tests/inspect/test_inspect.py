@@ -154,10 +154,8 @@ def python_block(docstring):
 
 
 @pytest.mark.timeout(120)
+@harness.needs_channels_first_convolutions
 def test_channels_first_maps_have_the_channels_first_layout():
-    # tests/test_backends.py runs this under JAX and PyTorch.
-    if keras.backend.backend() == "tensorflow":
-        pytest.skip("TensorFlow's CPU convolutions support channels_last only")
     model = tiny_sge_model("channels_first")
     images = np.transpose(random_images(2) / 255.0, (0, 3, 1, 2))
     expected = {
