@@ -72,26 +72,67 @@ def test_fit_on_two_logical_cpu_devices_reduces_the_loss(mirrored_run):
 
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
-    """Two workers on 127.0.0.1; the chief's export is slowed down.
+    """Two workers on 127.0.0.1: one is lost mid-run, then both finish the run.
 
-    The slow export is what exposes an unclean end: a worker that exits
-    while its peer still runs is reported by TensorFlow's coordination
-    service as crashed once its heartbeats stop.
+    1. Worker 1 is SIGKILLed after its backup of step 4; worker 0 must stop
+       on its own, in one line.
+    2. The same command on both workers resumes from a backup they both have
+       and runs to the end, the chief's export slowed down. The slow export
+       is what exposes an unclean end: a worker that exits while its peer
+       still runs is reported by TensorFlow's coordination service as
+       crashed once its heartbeats stop.
+
+    Returns the output directory, what the lost run did (see
+    `_lose_worker_1`), the finishing run's outputs, and how long each
+    worker's runtime log was before the finishing run started.
     """
     output_dir = str(tmp_path_factory.mktemp("multi"))
+    args = WORKER_RUN + ["--output-dir", output_dir]
     ports = runner.free_ports(2)
-    workers = [
-        runner.start(
-            RUN + ["--output-dir", output_dir],
-            runner.environment(TF_CONFIG=runner.tf_config(ports, i)),
-            script=SLOW_EXPORT,
-        )
+    env = [
+        runner.environment(TF_CONFIG=runner.tf_config(ports, i))
         for i in range(2)
     ]
+    lost = _lose_worker_1(args, env)
+    logs = _runtime_logs(output_dir)
+    logged_before = {path: os.path.getsize(path) for path in logs}
+    workers = [runner.start(args, env[i], script=SLOW_EXPORT) for i in range(2)]
     outputs = [worker.communicate(timeout=500)[0] for worker in workers]
     for i, (worker, output) in enumerate(zip(workers, outputs)):
         assert worker.returncode == 0, f"worker {i} failed:\n{output[-4000:]}"
-    return output_dir, outputs
+    return output_dir, lost, outputs, logged_before
+
+
+# Backups every 2 steps: at 2, 4, 6 and 8.
+WORKER_RUN = RUN + ["--save-steps", "2"]
+
+
+def _lose_worker_1(args, env):
+    """Starts both workers and SIGKILLs worker 1 after its backup of step 4.
+
+    Returns worker 0's exit status, its output, and the seconds it ran on
+    after the kill.
+    """
+    survivor, victim = [runner.start(args, env[i]) for i in range(2)]
+    survivor_output = []
+    reader = threading.Thread(
+        target=lambda: survivor_output.extend(survivor.stdout)
+    )
+    reader.start()
+    for line in victim.stdout:
+        if "Backup saved at step 4" in line:
+            victim.send_signal(signal.SIGKILL)
+            break
+    killed = time.time()
+    victim.communicate(timeout=60)
+    survivor.wait(timeout=LOST_PEER_BOUND + 30)
+    stopped_after = time.time() - killed
+    reader.join()
+    return survivor.returncode, "".join(survivor_output), stopped_after
+
+
+def _runtime_logs(output_dir):
+    return sorted(glob.glob(os.path.join(output_dir, "logs", "*.log")))
 
 
 # train.py, with the chief's SavedModel export taking 20 s longer.
@@ -122,8 +163,14 @@ def test_two_workers_match_one_machine_with_two_replicas(
     Without cross-worker aggregation each worker would apply its own
     shard's gradient, and the weights would differ from the one-machine run
     by about as much as they moved (checked: far more than the tolerance).
+    The two-worker run lost a worker halfway and resumed from a backup, so
+    this also holds resuming to its word: the same weights as a run that
+    never stopped.
     """
-    (reference_dir, _), (output_dir, outputs) = mirrored_run, two_worker_run
+    (reference_dir, _), (output_dir, _, outputs, _) = (
+        mirrored_run,
+        two_worker_run,
+    )
     for i, output in enumerate(outputs):
         assert (
             "Strategy: MultiWorkerMirroredStrategy, 2 replica(s) in sync"
@@ -163,7 +210,7 @@ def test_workers_hold_the_same_model_after_training_evaluation_and_backup(
     The last backup is written after the last evaluation; the export follows
     without further training, from the same variables.
     """
-    output_dir, _ = two_worker_run
+    output_dir = two_worker_run[0]
     readers = [
         tf.train.load_checkpoint(
             os.path.join(output_dir, "backup", f"worker-{i}")
@@ -189,12 +236,17 @@ def test_workers_hold_the_same_model_after_training_evaluation_and_backup(
 
 @pytest.mark.timeout(600)
 def test_a_successful_multi_worker_run_ends_cleanly(two_worker_run):
-    """No worker reports an error from TensorFlow's runtime: on the console or in its log."""
-    output_dir, outputs = two_worker_run
-    logs = [
-        open(path).read()
-        for path in sorted(glob.glob(os.path.join(output_dir, "logs", "*.log")))
-    ]
+    """No worker of the finishing run reports an error from TensorFlow's runtime.
+
+    Neither on the console nor in its runtime log (from where the lost
+    run's entries end).
+    """
+    output_dir, _, outputs, logged_before = two_worker_run
+    logs = []
+    for path in _runtime_logs(output_dir):
+        with open(path) as f:
+            f.seek(logged_before.get(path, 0))
+            logs.append(f.read())
     assert len(logs) == 2
     for text in outputs + logs:
         errors = [
@@ -212,42 +264,11 @@ COORDINATION_ERROR = re.compile(
 
 @pytest.mark.timeout(600)
 def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
-    tmp_path,
+    two_worker_run,
 ):
-    # 2 epochs of 4 steps, a backup every 2 steps: backups at 2, 4, 6, 8.
-    args = runner.QUICK + [
-        "--epochs",
-        "2",
-        "--steps-per-epoch",
-        "4",
-        "--batch-size",
-        "16",
-        "--save-steps",
-        "2",
-    ]
-    args += ["--output-dir", str(tmp_path)]
-    ports = runner.free_ports(2)
-    env = [
-        runner.environment(TF_CONFIG=runner.tf_config(ports, i))
-        for i in range(2)
-    ]
-    survivor, victim = [runner.start(args, env[i]) for i in range(2)]
-    survivor_output = []
-    reader = threading.Thread(
-        target=lambda: survivor_output.extend(survivor.stdout)
-    )
-    reader.start()
-    for line in victim.stdout:
-        if "Backup saved at step 4" in line:
-            victim.send_signal(signal.SIGKILL)
-            break
-    killed = time.time()
-    victim.communicate(timeout=60)
-    survivor.wait(timeout=LOST_PEER_BOUND + 30)
-    stopped_after = time.time() - killed
-    reader.join()
-    output = "".join(survivor_output)
-    assert survivor.returncode == 3, output[-4000:]
+    _, lost, outputs, _ = two_worker_run
+    returncode, output, stopped_after = lost
+    assert returncode == 3, output[-4000:]
     assert stopped_after < LOST_PEER_BOUND, stopped_after
     assert "Traceback" not in output, output[-4000:]
     message = output.strip().splitlines()[-1]
@@ -261,22 +282,14 @@ def test_a_lost_worker_stops_its_peer_in_one_line_and_the_rerun_resumes(
         message
     )
 
-    # The same command on both workers resumes from a backup they both have and finishes.
-    workers = [runner.start(args, env[i]) for i in range(2)]
-    outputs = [worker.communicate(timeout=500)[0] for worker in workers]
-    resumed = set()
-    for worker, output in zip(workers, outputs):
-        assert worker.returncode == 0, output[-4000:]
-        resumed.add(
-            int(
-                re.search(r"Resumed from backup at step (\d+) ", output).group(
-                    1
-                )
-            )
-        )
-        assert "Validation: " in output
+    # The same command on both workers resumed from a backup they both have.
+    resumed = {
+        int(re.search(r"Resumed from backup at step (\d+) ", output).group(1))
+        for output in outputs
+    }
     assert len(resumed) == 1 and resumed <= {older, newer}, (resumed, message)
     assert f"Trained steps {resumed.pop()}-8" in outputs[0]
+    assert all("Validation: " in output for output in outputs)
 
 
 # The survivor notices a lost peer when a collective fails: at once when
