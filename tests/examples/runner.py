@@ -37,6 +37,24 @@ def import_train_script():
     return module
 
 
+def main_in_process(args, capsys):
+    """Runs train.py's `main(args)` in this process; returns (status, output).
+
+    For runs that stop early (a refusal) or do little (evaluate, find the
+    run complete): no interpreter to start, no TensorFlow to import. The
+    output is stdout and stderr together, as a subprocess's. `--threads`
+    is left out: TensorFlow is already running here, and its thread pools
+    cannot change.
+    """
+    args = list(args)
+    if "--threads" in args:
+        del args[args.index("--threads") : args.index("--threads") + 2]
+    capsys.readouterr()  # only this run's output
+    status = import_train_script().main(args)
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
 def environment(**extra):
     env = dict(
         os.environ,

@@ -502,19 +502,18 @@ def test_a_folder_with_bad_and_unusual_files_trains_to_the_end(tmp_path):
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_refuse_stops_before_training_in_one_line(tmp_path):
+def test_refuse_stops_before_training_in_one_line(tmp_path, capsys):
     root = _write_imagenet_layout(str(tmp_path / "images"), 110, 2)
     bad = _add_unusual_files(root)
     out = str(tmp_path / "run")
 
-    process = runner.start(
-        TRAIN + ["--data", root, "--output-dir", out, "--bad-images", "refuse"]
+    status, output = runner.main_in_process(
+        TRAIN + ["--data", root, "--output-dir", out, "--bad-images", "refuse"],
+        capsys,
     )
-    output, _ = process.communicate(timeout=100)
 
-    assert process.returncode == 2, output[-3000:]
+    assert status == 2, output[-3000:]
     errors = [
         line
         for line in output.splitlines()
