@@ -40,7 +40,7 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
-        "slow: runs examples/train.py in subprocesses (tens of seconds)",
+        "slow: trains with an example script (tens of seconds)",
     )
 
 

@@ -40,19 +40,30 @@ def import_train_script():
 def main_in_process(args, capsys):
     """Runs train.py's `main(args)` in this process; returns (status, output).
 
-    For runs that stop early (a refusal) or do little (evaluate, find the
-    run complete): no interpreter to start, no TensorFlow to import. The
-    output is stdout and stderr together, as a subprocess's. `--threads`
-    is left out: TensorFlow is already running here, and its thread pools
-    cannot change.
+    The same code as `run`, without an interpreter to start and TensorFlow
+    to import, for runs that need no process of their own (one to kill,
+    a TF_CONFIG, logical devices). The output is stdout and stderr
+    together, as a subprocess's. `--threads` is left out: TensorFlow is
+    already running here, and its thread pools cannot change.
     """
     args = list(args)
     if "--threads" in args:
         del args[args.index("--threads") : args.index("--threads") + 2]
     capsys.readouterr()  # only this run's output
+    # Keras's automatic layer names count up per session: the run and what
+    # the test builds after it get the names a fresh process would.
+    keras.backend.clear_session(free_memory=False)
     status = import_train_script().main(args)
+    keras.backend.clear_session(free_memory=False)
     captured = capsys.readouterr()
     return status, captured.out + captured.err
+
+
+def run_in_process(args, capsys):
+    """`main_in_process` for a run that must succeed; returns its output."""
+    status, output = main_in_process(args, capsys)
+    assert status == 0, f"train.py {' '.join(args)} failed:\n{output[-4000:]}"
+    return output
 
 
 def environment(**extra):

@@ -73,7 +73,7 @@ def official_checkpoint(tmp_path_factory):
 
 @pytest.mark.timeout(900)
 def test_fine_tune_an_official_checkpoint_head_first_then_everything(
-    colour_folder, official_checkpoint, tmp_path
+    colour_folder, official_checkpoint, tmp_path, capsys
 ):
     output_dir = str(tmp_path / "run")
     args = RUN + [
@@ -86,8 +86,8 @@ def test_fine_tune_an_official_checkpoint_head_first_then_everything(
     ]
 
     # Phase 1 alone: the classifier learns; the backbone is the checkpoint's, bit for bit.
-    output = runner.run(
-        args + ["--epochs", "2", "--head-epochs", "2"], timeout=400
+    output = runner.run_in_process(
+        args + ["--epochs", "2", "--head-epochs", "2"], capsys
     )
     assert re.search(
         r"Loaded \d+ weights of sge_resnet18 from sge_resnet18\.pth\.tar "
@@ -118,7 +118,7 @@ def test_fine_tune_an_official_checkpoint_head_first_then_everything(
         "Resumed from backup at step 8 " in output
         and "Epochs 3-4: the whole network" in output
     )
-    output = runner.run(args, timeout=400)
+    output = runner.run_in_process(args, capsys)
     assert (
         "Resumed from backup at step 10 " in output
         and "Trained steps 10-16" in output
@@ -139,7 +139,7 @@ def test_fine_tune_an_official_checkpoint_head_first_then_everything(
 
 
 @pytest.mark.timeout(600)
-def test_fine_tune_a_keras_file(colour_folder, tmp_path):
+def test_fine_tune_a_keras_file(colour_folder, tmp_path, capsys):
     # The `.weights.h5` format is fine-tuned from in
     # test_a_small_folder_caps_the_default_batch_and_refuses_a_given_one.
     keras.utils.set_random_seed(1)
@@ -147,7 +147,7 @@ def test_fine_tune_a_keras_file(colour_folder, tmp_path):
     path = str(tmp_path / "sge_resnet18.keras")
     source.save(path)
     output_dir = str(tmp_path / "run")
-    output = runner.run(
+    output = runner.run_in_process(
         RUN
         + [
             "--data",
@@ -160,7 +160,8 @@ def test_fine_tune_a_keras_file(colour_folder, tmp_path):
             "1",
             "--output-dir",
             output_dir,
-        ]
+        ],
+        capsys,
     )
     _assert_backbone_loaded(source, "sge_resnet18.keras", output, output_dir)
 
@@ -293,7 +294,9 @@ def test_a_small_folder_caps_the_default_batch_and_refuses_a_given_one(
     command = runner.QUICK + ["--data", colour_folder, "--weights", path]
     command += ["--epochs", "1", "--head-epochs", "1"]
 
-    output = runner.run(command + ["--output-dir", str(tmp_path / "a")])
+    output = runner.run_in_process(
+        command + ["--output-dir", str(tmp_path / "a")], capsys
+    )
     assert (
         "Batch size 48: the default of 64 is more than the 48 training images"
     ) in output
@@ -381,11 +384,11 @@ def test_fine_tune_a_keras_applications_network_with_sge(
 ):
     output_dir = str(tmp_path / "run")
     command = KERAS_RUN + ["--data", colour_folder, "--output-dir", output_dir]
-    output = runner.run(
+    output = runner.run_in_process(
         command
-        + ["--weights", mobilenet_v2_files["top"], "--threads", "1"]
+        + ["--weights", mobilenet_v2_files["top"]]
         + ["--epochs", "2", "--head-epochs", "1"],
-        timeout=500,
+        capsys,
     )
     assert (
         "Loaded 260 weights of keras.applications.MobileNetV2 "

@@ -477,12 +477,16 @@ TRAIN = runner.QUICK + [
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_a_folder_with_bad_and_unusual_files_trains_to_the_end(tmp_path):
+def test_a_folder_with_bad_and_unusual_files_trains_to_the_end(
+    tmp_path, capsys
+):
     root = _write_imagenet_layout(str(tmp_path / "images"), 110, 2)
     bad = _add_unusual_files(root)
     out = str(tmp_path / "run")
 
-    output = runner.run(TRAIN + ["--data", root, "--output-dir", out])
+    output = runner.run_in_process(
+        TRAIN + ["--data", root, "--output-dir", out], capsys
+    )
 
     converted = sum(expected == "convert" for _, expected in FORMATS.values())
     assert (
@@ -531,11 +535,11 @@ def test_refuse_stops_before_training_in_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_one_folder_per_class_trains(tmp_path):
+def test_one_folder_per_class_trains(tmp_path, capsys):
     root = str(tmp_path / "images")
     _write_class_folders(root, 12)
 
-    output = runner.run(
+    output = runner.run_in_process(
         TRAIN
         + [
             "--data",
@@ -544,7 +548,8 @@ def test_one_folder_per_class_trains(tmp_path):
             str(tmp_path / "run"),
             "--val-fraction",
             "0.25",
-        ]
+        ],
+        capsys,
     )
 
     assert (

@@ -17,9 +17,9 @@ def train_script():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_train_py_trains_on_the_cluttered_digits(tmp_path):
+def test_train_py_trains_on_the_cluttered_digits(tmp_path, capsys):
     out = str(tmp_path / "run")
-    # Every core (no --threads 1): the 2,000 val images are evaluated twice.
+    # The 2,000 val images are evaluated twice: every core.
     args = [
         "--dataset",
         "cluttered-digits",
@@ -34,7 +34,7 @@ def test_train_py_trains_on_the_cluttered_digits(tmp_path):
         "--output-dir",
         out,
     ]
-    output = runner.run(args, timeout=240)
+    output = runner.run_in_process(args, capsys)
     assert (
         "Data: cluttered digits" in output
         and "6000 train / 2000 val images, 10 classes" in output
