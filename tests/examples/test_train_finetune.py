@@ -1,8 +1,9 @@
 """Fine-tuning with examples/train.py: a pretrained checkpoint onto new classes.
 
-Real image files in a 3-class folder, real subprocess runs; the checkpoints
-are an official-layout PyTorch file made by the tests' reference and Keras
-files saved by the applications.
+Real image files in a 3-class folder; the script's main runs in this
+process, and in a subprocess where one is killed. The checkpoints are an
+official-layout PyTorch file made by the tests' reference and Keras files
+saved by the applications.
 """
 
 import csv
@@ -266,6 +267,7 @@ def test_evaluate_only_scores_the_checkpoints_own_classifier(
         r"the model has 3 classes",
         output,
     ), output[-2000:]
+    assert "Traceback" not in output
 
 
 def test_arch_defaults_to_the_pytorch_checkpoints(
@@ -319,6 +321,7 @@ def test_a_small_folder_caps_the_default_batch_and_refuses_a_given_one(
         "train.py: error: --batch-size 64 exceeds the 48 training images: "
         "pass --batch-size 48 or less"
     ) in output
+    assert "Traceback" not in output
     assert not os.path.exists(tmp_path / "b" / "backup")
 
 

@@ -127,6 +127,7 @@ def _refused(args, message, capsys):
         if line.startswith("train.py: error:")
     ]
     assert len(errors) == 1 and message in errors[0], output[-3000:]
+    assert "Traceback" not in output
     return output
 
 
@@ -221,6 +222,7 @@ def test_a_nan_loss_stops_the_run_and_exports_nothing(tmp_path, capsys):
     args[args.index("--steps-per-epoch") + 1] = "4"
     status, output = runner.main_in_process(args, capsys)
     assert status == 1, output[-3000:]
+    assert "Traceback" not in output
     match = re.search(
         r"train\.py: error: the loss became (nan|inf) at step (\d+) \(epoch 1\): "
         r"training stopped, and nothing was saved or exported from the broken "

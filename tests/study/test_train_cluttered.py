@@ -19,7 +19,6 @@ def train_script():
 @pytest.mark.timeout(300)
 def test_train_py_trains_on_the_cluttered_digits(tmp_path, capsys):
     out = str(tmp_path / "run")
-    # The 2,000 val images are evaluated twice: every core.
     args = [
         "--dataset",
         "cluttered-digits",
