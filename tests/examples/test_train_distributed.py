@@ -49,6 +49,8 @@ RUN = runner.QUICK + [
     "--lr-schedule",
     "constant",
 ]
+# The two workers' runs: a backup every 2 steps, at 2, 4, 6 and 8.
+WORKER_RUN = RUN + ["--save-steps", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +103,6 @@ def two_worker_run(tmp_path_factory):
     for i, (worker, output) in enumerate(zip(workers, outputs)):
         assert worker.returncode == 0, f"worker {i} failed:\n{output[-4000:]}"
     return output_dir, lost, outputs, logged_before
-
-
-# Backups every 2 steps: at 2, 4, 6 and 8.
-WORKER_RUN = RUN + ["--save-steps", "2"]
 
 
 def _lose_worker_1(args, env):
