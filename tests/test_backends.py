@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.harness import REPO_ROOT
+from tests import harness
 
 # The applications on another backend: parity with the PyTorch reference
 # (committed fixtures), a `fit` step, `.keras` round trip and `.keras` files
@@ -35,21 +35,12 @@ INSPECT_TESTS = [
     "tests/inspect/test_inspect.py::"
     "test_channels_first_maps_have_the_channels_first_layout",
 ]
-# JAX runs each eager op as its own XLA program, compiled once per shape:
-# the children spend most of their time compiling programs they run a few
-# times. LLVM's optimisations do not change the results (no fast-math
-# either way) and take about a quarter of that time.
-FAST_COMPILE = {"jax": {"XLA_FLAGS": "--xla_backend_optimization_level=0"}}
 
 
 def run_tests_on_backend(backend, paths):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        **FAST_COMPILE.get(backend, {}),
-    }
+    env = {**os.environ, **harness.backend_env(backend)}
     result = subprocess.run(
         [
             sys.executable,
@@ -64,7 +55,7 @@ def run_tests_on_backend(backend, paths):
             "-n",
             "0",
         ],
-        cwd=REPO_ROOT,
+        cwd=harness.REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,

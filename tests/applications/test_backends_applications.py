@@ -101,7 +101,7 @@ def test_keras_file_round_trips_here_and_loads_on_the_next_backend(tmp_path):
             images = np.load({str(tmp_path / "images.npy")!r})
             np.save({outputs_path!r}, harness.inference(model, images))
             """,
-            env={"KERAS_BACKEND": backend},
+            env=harness.backend_env(backend),
         )
         relative = harness.assert_close_to_largest_logit(
             np.load(outputs_path), expected
