@@ -360,26 +360,39 @@ def export_and_serve_in_fresh_process(model, input_data, tmp_path):
 
     The child never imports keras_sge (it checks so) nor keras: it loads the
     artifact with `tf.saved_model.load` and calls its `serve` endpoint, the
-    way TF Serving would. Returns (keras_outputs, served_outputs).
+    way TF Serving would. `input_data` is one batch, or a list of batches
+    (of different image sizes, say) that the one child serves in turn.
+    Returns (keras_outputs, served_outputs), each a batch or a list of them.
     """
+    batches = input_data if isinstance(input_data, list) else [input_data]
     export_dir = os.path.join(str(tmp_path), "saved_model")
     model.export(export_dir, format="tf_saved_model")
-    inputs_path = os.path.join(str(tmp_path), "serve_inputs.npy")
-    outputs_path = os.path.join(str(tmp_path), "served_outputs.npy")
-    np.save(inputs_path, input_data)
+    inputs_path = os.path.join(str(tmp_path), "serve_inputs.npz")
+    outputs_path = os.path.join(str(tmp_path), "served_outputs.npz")
+    np.savez(inputs_path, *batches)
     run_in_fresh_process(
         f"""
         import sys
         import numpy as np
         import tensorflow as tf
         served = tf.saved_model.load({export_dir!r})
-        outputs = served.serve(tf.constant(np.load({inputs_path!r})))
-        np.save({outputs_path!r}, np.asarray(outputs))
+        batches = np.load({inputs_path!r})
+        np.savez({outputs_path!r}, *[
+            np.asarray(served.serve(tf.constant(batches[f"arr_{{i}}"])))
+            for i in range(len(batches.files))
+        ])
         assert "keras_sge" not in sys.modules, "serving imported keras_sge"
         """,
         env={"KERAS_BACKEND": "tensorflow"},
     )
-    return ops.convert_to_numpy(model(input_data)), np.load(outputs_path)
+    served = np.load(outputs_path)
+    pairs = [
+        (ops.convert_to_numpy(model(batch)), served[f"arr_{i}"])
+        for i, batch in enumerate(batches)
+    ]
+    if isinstance(input_data, list):
+        return [expected for expected, _ in pairs], [out for _, out in pairs]
+    return pairs[0]
 
 
 # --------------------------------------------------------------------------
