@@ -110,7 +110,10 @@ def _tensors_of_layers(tflite_model, layer_names):
 
     TFLite names a tensor after the TensorFlow op(s) that made it, e.g.
     `model_1/conv2_block1_sge_1/Sum` (a layer's scope may carry a `_N`
-    suffix; fused ops join several names with `;`).
+    suffix; fused ops join several names with `;`). A fused op counts only
+    if all of it lies in those scopes: on a 1x1 map SGE's gate is a
+    constant, which the converter folds into the convolution before it,
+    and that convolution must stay int8.
     """
     if not layer_names:
         return []
@@ -121,5 +124,5 @@ def _tensors_of_layers(tflite_model, layer_names):
     return [
         name
         for name in names
-        if any(in_scope.search(part) for part in name.split(";"))
+        if all(in_scope.search(part) for part in name.split(";"))
     ]

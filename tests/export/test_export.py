@@ -10,7 +10,7 @@ for ONNX and LiteRT, Keras or TensorFlow; see tests/harness.py), and must
 give Keras's float32 logits within 1e-4 of the largest. The ONNX export
 from the PyTorch backend is checked the same way; quantized LiteRT files
 must run and report their top-1 agreement; Keras's own full-integer
-LiteRT export must run and stay within 10% of the largest logit.
+LiteRT export must run and stay within 30% of the largest logit.
 """
 
 import os
@@ -248,6 +248,15 @@ def litert_agreement(served, expected):
     return f"top-1 agreement {agreement:.2f}, max abs diff / max |logit| {relative:.2e}"
 
 
+def assert_int8_weights(path, model):
+    """Quantized files are 4x smaller than float32 ones (int8 weights)."""
+    float32_bytes = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    assert os.path.getsize(path) < 0.3 * float32_bytes, (
+        f"{os.path.basename(path)}: {os.path.getsize(path)} bytes, "
+        f"float32 weights {float32_bytes}"
+    )
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("quantization", ["dynamic_range", "integer"])
 def test_quantized_litert_runs_without_keras_sge(quantization, tmp_path):
@@ -276,10 +285,7 @@ def test_quantized_litert_runs_without_keras_sge(quantization, tmp_path):
         "litert", path, inputs, tmp_path
     )
     assert served.shape == expected.shape and np.all(np.isfinite(served))
-    # Quantized files are 4x smaller than float32 ones (int8 weights).
-    assert os.path.getsize(path) < 0.3 * 4 * sum(
-        int(np.prod(w.shape)) for w in model.weights
-    )
+    assert_int8_weights(path, model)
     print(f"LiteRT {quantization}: {litert_agreement(served, expected)}")
 
 
@@ -324,6 +330,9 @@ def test_keras_full_integer_litert_export_runs(image_size, tmp_path):
             "litert", path, inputs, tmp_path
         )
         assert served.shape == expected.shape and np.all(np.isfinite(served))
+        # At 32x32 too: SGE's constant gate on the last stage's 1x1 maps,
+        # folded into a convolution, once kept that convolution in float.
+        assert_int8_weights(path, model)
         errors[path] = np.max(np.abs(served - expected)) / np.max(
             np.abs(expected)
         )
