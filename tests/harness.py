@@ -451,42 +451,58 @@ def run_artifact_in_fresh_process(runtime, artifact, input_data, tmp_path):
             (onnxruntime) or `"litert"` (`ai_edge_litert`'s interpreter;
             an integer model's input and output are (de)quantized with the
             file's own scale and zero point).
-        artifact: the exported file or directory.
+        artifact: the exported file or directory, or a list of them, run
+            one after the other in the same child (one interpreter to
+            start); then a list of outputs comes back, in that order.
         input_data: one float32 numpy batch, the model's only input.
     """
     if runtime not in _ARTIFACT_RUNNERS:
         raise ValueError(
             f"`runtime` must be one of {sorted(_ARTIFACT_RUNNERS)}. Received: runtime={runtime!r}"
         )
+    single = isinstance(artifact, (str, os.PathLike))
+    artifacts = [artifact] if single else list(artifact)
     inputs_path = os.path.join(str(tmp_path), f"{runtime}_inputs.npy")
-    outputs_path = os.path.join(str(tmp_path), f"{runtime}_outputs.npy")
+    outputs_path = os.path.join(str(tmp_path), f"{runtime}_outputs.npz")
     np.save(inputs_path, np.asarray(input_data, "float32"))
+    runner = textwrap.indent(
+        textwrap.dedent(_ARTIFACT_RUNNERS[runtime]), "    "
+    )
     program = (
         textwrap.dedent(
-            f"""
+            """
         import sys
         import numpy as np
-        artifact, inputs = {str(artifact)!r}, np.load({inputs_path!r})
+
+        def run(artifact, inputs):
         """
         )
-        + textwrap.dedent(_ARTIFACT_RUNNERS[runtime])
+        + runner
         + textwrap.dedent(
             f"""
-        np.save({outputs_path!r}, np.asarray(outputs, "float32"))
-        loaded = [name for name in forbidden if name in sys.modules]
-        assert not loaded, f"running the artifact imported {{loaded}}"
+            return outputs, forbidden
+
+        outputs = []
+        for artifact in {[str(a) for a in artifacts]!r}:
+            output, forbidden = run(artifact, np.load({inputs_path!r}))
+            outputs.append(np.asarray(output, "float32"))
+            loaded = [name for name in forbidden if name in sys.modules]
+            assert not loaded, f"running {{artifact}} imported {{loaded}}"
+        np.savez({outputs_path!r}, *outputs)
         """
         )
     )
     run_in_fresh_process(program, env={"KERAS_BACKEND": "tensorflow"})
-    return np.load(outputs_path)
+    with np.load(outputs_path) as saved:
+        outputs = [saved[f"arr_{i}"] for i in range(len(artifacts))]
+    return outputs[0] if single else outputs
 
 
-def assert_close_to_largest_logit(actual, expected, relative=1e-4):
+def assert_close_to_largest_logit(actual, expected, relative=1e-4, msg=""):
     """max |actual - expected| <= relative * max |expected|; returns the ratio."""
     scale = float(np.max(np.abs(expected)))
     diff = float(np.max(np.abs(np.asarray(actual) - np.asarray(expected))))
     assert diff <= relative * scale, (
-        f"max abs diff {diff:.3g} > {relative} * max |logit| {scale:.3g}"
+        f"{msg}max abs diff {diff:.3g} > {relative} * max |logit| {scale:.3g}"
     )
     return diff / scale

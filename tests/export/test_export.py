@@ -27,12 +27,11 @@ from tests.applications import parity
 
 pytestmark = pytest.mark.tensorflow_only
 
-# export kind -> the runtime that loads it (tests/harness.py)
+# runtime -> the exports it loads (`export` below)
 EXPORTS = {
-    "model_export": "saved_model",
-    "tf_saved_model_save": "saved_model",
-    "onnx": "onnx",
-    "litert": "litert",
+    "saved_model": ["model_export", "tf_saved_model_save"],
+    "onnx": ["onnx"],
+    "litert": ["litert"],
 }
 
 
@@ -157,19 +156,27 @@ def assert_no_xla_only_function(saved_model):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", list(EXPORTS))
-def test_export_runs_without_keras_sge(model_and_inputs, kind, tmp_path):
+@pytest.mark.parametrize("runtime", list(EXPORTS))
+def test_export_runs_without_keras_sge(model_and_inputs, runtime, tmp_path):
     model, inputs, expected = model_and_inputs
-    require_runtime(EXPORTS[kind])
-    artifact = export(model, kind, str(tmp_path))
-    if EXPORTS[kind] == "saved_model":
-        assert_no_xla_only_function(artifact)
-    served = harness.run_artifact_in_fresh_process(
-        EXPORTS[kind], artifact, inputs, tmp_path
+    require_runtime(runtime)
+    kinds = EXPORTS[runtime]
+    artifacts = [export(model, kind, str(tmp_path)) for kind in kinds]
+    if runtime == "saved_model":
+        for artifact in artifacts:
+            assert_no_xla_only_function(artifact)
+    # One fresh process runs every artifact of this runtime.
+    outputs = harness.run_artifact_in_fresh_process(
+        runtime, artifacts, inputs, tmp_path
     )
-    assert served.shape == expected.shape
-    relative = harness.assert_close_to_largest_logit(served, expected)
-    print(f"{model.name} {kind}: max abs diff / max |logit| = {relative:.1e}")
+    for kind, served in zip(kinds, outputs):
+        assert served.shape == expected.shape, kind
+        relative = harness.assert_close_to_largest_logit(
+            served, expected, msg=f"{kind}: "
+        )
+        print(
+            f"{model.name} {kind}: max abs diff / max |logit| = {relative:.1e}"
+        )
 
 
 @pytest.mark.timeout(300)
@@ -258,35 +265,29 @@ def assert_int8_weights(path, model):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("quantization", ["dynamic_range", "integer"])
-def test_quantized_litert_runs_without_keras_sge(quantization, tmp_path):
+def test_dynamic_range_litert_runs_without_keras_sge(tmp_path):
+    # Integer files (`keras_sge.litert.export_integer` and Keras's own
+    # full-integer export) are run below, at two image sizes.
     import tensorflow as tf
-
-    import keras_sge.litert
 
     require_runtime("litert")
     # ResNet-18: dynamic-range quantization leaves tensors under 1024 values
     # in float, which would be all of the Sequential model's.
     model, inputs = sge_resnet18()
     expected = keras.ops.convert_to_numpy(model(inputs, training=False))
-    path = str(tmp_path / f"{quantization}.tflite")
-    if quantization == "dynamic_range":
-        model.export(
-            path,
-            format="litert",
-            verbose=False,
-            optimizations=[tf.lite.Optimize.DEFAULT],
-        )
-    else:
-        keras_sge.litert.export_integer(
-            model, path, lambda: representative_images(inputs)
-        )
+    path = str(tmp_path / "dynamic_range.tflite")
+    model.export(
+        path,
+        format="litert",
+        verbose=False,
+        optimizations=[tf.lite.Optimize.DEFAULT],
+    )
     served = harness.run_artifact_in_fresh_process(
         "litert", path, inputs, tmp_path
     )
     assert served.shape == expected.shape and np.all(np.isfinite(served))
     assert_int8_weights(path, model)
-    print(f"LiteRT {quantization}: {litert_agreement(served, expected)}")
+    print(f"LiteRT dynamic range: {litert_agreement(served, expected)}")
 
 
 @pytest.mark.timeout(400)
