@@ -13,20 +13,26 @@ cli.tensorflow_defaults()
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-# The modules that run longest in a full run, longest first; the rest follow
-# in collection order. setup.cfg's `--dist loadscope --no-loadscope-reorder`
-# hands whole modules to the two workers in this order, so the minutes-long
-# ones start at once and the short ones fill in at the end: both workers
-# finish together. (pytest-xdist's own order, most tests first, started the
-# two-test backend module last and left one worker idle for minutes.)
+# The modules that run longest in a full run (half a minute or more),
+# longest first; the rest follow in collection order. setup.cfg's
+# `--dist loadscope --no-loadscope-reorder` hands whole modules to the two
+# workers in this order, so the minutes-long ones start at once and the
+# short ones fill in at the end: both workers finish together.
+# (pytest-xdist's own order, most tests first, started the two-test
+# backend module last and left one worker idle for minutes.)
 LONGEST_FIRST = (
-    "tests/test_backends.py",
     "tests/examples/test_train_distributed.py",
-    "tests/examples/test_train_finetune.py",
     "tests/export/test_export.py",
-    "tests/examples/test_train_resume.py",
+    "tests/test_backends.py",
+    "tests/examples/test_train_finetune.py",
     "tests/test_readme.py",
     "tests/applications/test_resnet.py",
+    "tests/examples/test_train_resume.py",
+    "tests/test_docstrings.py",
+    "tests/applications/test_weights.py",
+    "tests/study/test_ablation.py",
+    "tests/surgery/test_add_attention.py",
+    "tests/examples/test_train_data_and_export.py",
 )
 
 
