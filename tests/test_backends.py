@@ -69,9 +69,10 @@ def run_tests_on_backend(backend, paths):
     assert " passed" in summary and "failed" not in summary, summary
 
 
-# Every layer and application test runs on both; `add_attention`, whose
-# graph rewriting is backend-independent Keras code, on PyTorch, whose eager
-# ops cost a fraction of JAX's per-model XLA compilation on a CPU.
+# The layer, application and channels_first tests above run on both;
+# `add_attention`'s, whose graph rewriting is backend-independent Keras
+# code, on PyTorch, whose eager ops cost a fraction of JAX's per-model XLA
+# compilation on a CPU.
 BACKEND_TESTS = {
     "jax": ["tests/layers", *APPLICATION_TESTS, *INSPECT_TESTS],
     "torch": [
