@@ -325,11 +325,12 @@ def test_keras_full_integer_litert_export_runs(image_size, tmp_path):
     )
     sge_in_float = str(tmp_path / "sge_in_float.tflite")
     keras_sge.litert.export_integer(model, sge_in_float, calibration)
+    paths = [full_integer, sge_in_float]
+    outputs = harness.run_artifact_in_fresh_process(
+        "litert", paths, inputs, tmp_path
+    )
     errors = {}
-    for path in (full_integer, sge_in_float):
-        served = harness.run_artifact_in_fresh_process(
-            "litert", path, inputs, tmp_path
-        )
+    for path, served in zip(paths, outputs):
         assert served.shape == expected.shape and np.all(np.isfinite(served))
         # At 32x32 too: SGE's constant gate on the last stage's 1x1 maps,
         # folded into a convolution, once kept that convolution in float.
