@@ -324,25 +324,6 @@ def test_missing_torch_is_a_clear_error(tmp_path, monkeypatch):
         applications.SGEResNet18(weights=str(path), input_shape=(32, 32, 3))
 
 
-def test_torch_is_not_imported_without_checkpoints(tmp_path):
-    stdout = harness.run_in_fresh_process(
-        f"""
-        import sys
-        from keras_sge import applications
-        model = applications.SGEResNet18(input_shape=(32, 32, 3), classes=3)
-        model.save_weights({str(tmp_path / "m.weights.h5")!r})
-        applications.SGEResNet18(
-            input_shape=(32, 32, 3),
-            classes=3,
-            weights={str(tmp_path / "m.weights.h5")!r},
-        )
-        import keras_sge.convert
-        print("torch" in sys.modules)
-        """
-    )
-    assert stdout.split()[-1] == "False"
-
-
 # --------------------------------------------------------------------------
 # Architecture inference and the command
 # --------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -177,26 +175,15 @@ def test_class_names_must_fit_the_classifier(official_checkpoint, tmp_path):
 
 
 @pytest.mark.needs_torch
-def test_convert_command_writes_a_preset(official_checkpoint, tmp_path):
+def test_convert_command_writes_a_preset(official_checkpoint, tmp_path, capsys):
+    # `python -m keras_sge.convert` runs `main` (its module entry point is
+    # run in a fresh process in tests/applications/test_weights.py).
+    from keras_sge import convert
+
     path, torch_model = official_checkpoint
     directory = tmp_path / "preset"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_sge.convert",
-            str(path),
-            "--preset",
-            str(directory),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=harness.REPO_ROOT,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.strip() == "", result.stdout
+    assert convert.main([str(path), "--preset", str(directory), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
     with open(directory / "metadata.json") as file:
         assert len(json.load(file)["class_names"]) == 1000
     classifier = keras_hub.models.ImageClassifier.from_preset(str(directory))
