@@ -22,14 +22,12 @@ from tests import harness
 # (committed fixtures), a `fit` step, `.keras` round trip and `.keras` files
 # across backends.
 PARITY = "tests/applications/test_weights.py::test_parity_with_committed_torch_logits"
-APPLICATION_TESTS = [PARITY, "tests/applications/test_backends_applications.py"]
+ACROSS_BACKENDS = "tests/applications/test_backends_applications.py"
+APPLICATION_TESTS = [PARITY, ACROSS_BACKENDS]
 # On JAX, whose XLA compiles every new network, parity for ResNet-18 only:
 # the bottleneck blocks of ResNet-50 are the same Keras layers, whose
 # numerics the layer tests and ResNet-18 check there.
-JAX_APPLICATION_TESTS = [
-    f"{PARITY}[18]",
-    "tests/applications/test_backends_applications.py",
-]
+JAX_APPLICATION_TESTS = [f"{PARITY}[18]", ACROSS_BACKENDS]
 # `add_attention` on another backend: insertion, `.keras` files, `fit`.
 SURGERY_TESTS = [
     "tests/surgery/test_add_attention_model.py",
@@ -75,7 +73,8 @@ def run_tests_on_backend(backend, paths):
     assert " passed" in summary and "failed" not in summary, summary
 
 
-# The layer, application and channels_first tests above run on both;
+# The layer, application and channels_first tests above run on both
+# (ResNet-50's parity on PyTorch only);
 # `add_attention`'s, whose graph rewriting is backend-independent Keras
 # code, on PyTorch, whose eager ops cost a fraction of JAX's per-model XLA
 # compilation on a CPU.
