@@ -19,6 +19,7 @@ then every replica computes the same arithmetic, and the runs must agree
 on every weight, BatchNormalization statistics included.
 """
 
+import concurrent.futures
 import csv
 import glob
 import os
@@ -54,16 +55,37 @@ WORKER_RUN = RUN + ["--save-steps", "2"]
 
 
 @pytest.fixture(scope="module")
-def mirrored_run(tmp_path_factory):
-    """One machine, two logical CPU devices: `model.fit` under MirroredStrategy."""
+def mirrored_process(tmp_path_factory):
+    """One machine, two logical CPU devices: `model.fit` under MirroredStrategy.
+
+    Started before the two-worker run and running beside it: the two
+    workers spend much of their run waiting (for a lost peer to be noticed,
+    for the chief's slowed export), and this run fills that time. Yields
+    the output directory, the process and a future of its output.
+    """
     output_dir = str(tmp_path_factory.mktemp("mirrored"))
     # One thread for both replicas: the same kernels as one worker's (see above).
-    return output_dir, runner.run(
-        RUN + ["--cpu-devices", "2", "--output-dir", output_dir], timeout=400
+    process = runner.start(
+        RUN + ["--cpu-devices", "2", "--output-dir", output_dir]
     )
+    # Its output is read as it comes: a full pipe would stall the run.
+    with concurrent.futures.ThreadPoolExecutor(1) as reader:
+        output = reader.submit(process.communicate, timeout=400)
+        yield output_dir, process, output
+        if process.poll() is None:  # the two-worker run failed first
+            process.kill()
 
 
-@pytest.mark.timeout(450)
+@pytest.fixture(scope="module")
+def mirrored_run(mirrored_process, two_worker_run):
+    """The one-machine run's output directory and output, once it has ended."""
+    output_dir, process, output = mirrored_process
+    output = output.result()[0]
+    assert process.returncode == 0, f"mirrored run failed:\n{output[-4000:]}"
+    return output_dir, output
+
+
+@pytest.mark.timeout(600)
 def test_fit_on_two_logical_cpu_devices_reduces_the_loss(mirrored_run):
     output_dir, output = mirrored_run
     assert "Strategy: MirroredStrategy, 2 replica(s) in sync" in output
@@ -73,7 +95,7 @@ def test_fit_on_two_logical_cpu_devices_reduces_the_loss(mirrored_run):
 
 
 @pytest.fixture(scope="module")
-def two_worker_run(tmp_path_factory):
+def two_worker_run(mirrored_process, tmp_path_factory):
     """Two workers on 127.0.0.1: one is lost mid-run, then both finish the run.
 
     1. Worker 1 is SIGKILLed after its backup of step 4; worker 0 must stop
@@ -86,7 +108,8 @@ def two_worker_run(tmp_path_factory):
 
     Returns the output directory, what the lost run did (see
     `_lose_worker_1`), the finishing run's outputs, and how long each
-    worker's runtime log was before the finishing run started.
+    worker's runtime log was before the finishing run started. Takes
+    `mirrored_process` to start the one-machine run first, beside this one.
     """
     output_dir = str(tmp_path_factory.mktemp("multi"))
     args = WORKER_RUN + ["--output-dir", output_dir]
