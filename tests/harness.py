@@ -457,7 +457,9 @@ def run_artifact_in_fresh_process(runtime, artifact, input_data, tmp_path):
         artifact: the exported file or directory, or a list of them, run
             one after the other in the same child (one interpreter to
             start); then a list of outputs comes back, in that order.
-        input_data: one float32 numpy batch, the model's only input.
+        input_data: one float32 numpy batch, the model's only input; with
+            a list of artifacts, either one batch for all of them or a
+            list of batches, one per artifact.
     """
     if runtime not in _ARTIFACT_RUNNERS:
         raise ValueError(
@@ -465,9 +467,19 @@ def run_artifact_in_fresh_process(runtime, artifact, input_data, tmp_path):
         )
     single = isinstance(artifact, (str, os.PathLike))
     artifacts = [artifact] if single else list(artifact)
-    inputs_path = os.path.join(str(tmp_path), f"{runtime}_inputs.npy")
+    batches = (
+        list(input_data)
+        if isinstance(input_data, (list, tuple))
+        else [input_data] * len(artifacts)
+    )
+    if len(batches) != len(artifacts):
+        raise ValueError(
+            f"`input_data` must be one batch or one per artifact "
+            f"({len(artifacts)}). Received: {len(batches)} batches"
+        )
+    inputs_path = os.path.join(str(tmp_path), f"{runtime}_inputs.npz")
     outputs_path = os.path.join(str(tmp_path), f"{runtime}_outputs.npz")
-    np.save(inputs_path, np.asarray(input_data, "float32"))
+    np.savez(inputs_path, *(np.asarray(b, "float32") for b in batches))
     runner = textwrap.indent(
         textwrap.dedent(_ARTIFACT_RUNNERS[runtime]), "    "
     )
@@ -486,8 +498,9 @@ def run_artifact_in_fresh_process(runtime, artifact, input_data, tmp_path):
             return outputs, forbidden
 
         outputs = []
-        for artifact in {[str(a) for a in artifacts]!r}:
-            output, forbidden = run(artifact, np.load({inputs_path!r}))
+        batches = np.load({inputs_path!r})
+        for i, artifact in enumerate({[str(a) for a in artifacts]!r}):
+            output, forbidden = run(artifact, batches[f"arr_{{i}}"])
             outputs.append(np.asarray(output, "float32"))
             loaded = [name for name in forbidden if name in sys.modules]
             assert not loaded, f"running {{artifact}} imported {{loaded}}"

@@ -4,10 +4,11 @@ An SGE-ResNet-18, a small Sequential model with SGE (unknown height and
 width) and keras.applications' MobileNetV2 with SGE added by
 `keras_sge.add_attention` are exported with the plain Keras / TensorFlow calls, after
 `predict` has traced the model: `model.export` (SavedModel),
-`tf.saved_model.save`, `format="onnx"` and `format="litert"`. Each
-artifact then runs in a fresh process that never imports keras_sge (nor,
-for ONNX and LiteRT, Keras or TensorFlow; see tests/harness.py), and must
-give Keras's float32 logits within 1e-4 of the largest. The ONNX export
+`tf.saved_model.save`, `format="onnx"` and `format="litert"`. The
+artifacts then run in a fresh process per runtime that never imports
+keras_sge (nor, for ONNX and LiteRT, Keras or TensorFlow; see
+tests/harness.py), and each must give its model's float32 Keras logits
+within 1e-4 of the largest. The ONNX export
 from the PyTorch backend is checked the same way; quantized LiteRT files
 must run and report their top-1 agreement; Keras's own full-integer
 LiteRT export must run and stay within 30% of the largest logit.
@@ -98,17 +99,20 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def model_and_inputs(request):
-    model, inputs = MODELS[request.param]()
-    # Exports usually follow training or evaluation: let Keras trace the
-    # model first, so that the test would see that trace leak into an export.
-    model.predict(inputs, verbose=0)
-    return (
-        model,
-        inputs,
-        keras.ops.convert_to_numpy(model(inputs, training=False)),
-    )
+@pytest.fixture(scope="module")
+def traced_models():
+    """name -> (model, inputs, Keras's logits) for every model of MODELS.
+
+    Exports usually follow training or evaluation: Keras traces each model
+    first, so that the tests would see that trace leak into an export.
+    """
+    models = {}
+    for name, make in MODELS.items():
+        model, inputs = make()
+        model.predict(inputs, verbose=0)
+        expected = keras.ops.convert_to_numpy(model(inputs, training=False))
+        models[name] = (model, inputs, expected)
+    return models
 
 
 def export(model, kind, directory):
@@ -155,28 +159,33 @@ def assert_no_xla_only_function(saved_model):
         )
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("runtime", list(EXPORTS))
-def test_export_runs_without_keras_sge(model_and_inputs, runtime, tmp_path):
-    model, inputs, expected = model_and_inputs
+def test_exports_run_without_keras_sge(traced_models, runtime, tmp_path):
     require_runtime(runtime)
-    kinds = EXPORTS[runtime]
-    artifacts = [export(model, kind, str(tmp_path)) for kind in kinds]
+    exported = []  # (model name, export kind, artifact)
+    for name, (model, _, _) in traced_models.items():
+        directory = tmp_path / name
+        directory.mkdir()
+        for kind in EXPORTS[runtime]:
+            exported.append((name, kind, export(model, kind, str(directory))))
     if runtime == "saved_model":
-        for artifact in artifacts:
+        for _, _, artifact in exported:
             assert_no_xla_only_function(artifact)
-    # One fresh process runs every artifact of this runtime.
+    # One fresh process runs every model's artifacts for this runtime.
     outputs = harness.run_artifact_in_fresh_process(
-        runtime, artifacts, inputs, tmp_path
+        runtime,
+        [artifact for _, _, artifact in exported],
+        [traced_models[name][1] for name, _, _ in exported],
+        tmp_path,
     )
-    for kind, served in zip(kinds, outputs):
-        assert served.shape == expected.shape, kind
+    for (name, kind, _), served in zip(exported, outputs):
+        expected = traced_models[name][2]
+        assert served.shape == expected.shape, (name, kind)
         relative = harness.assert_close_to_largest_logit(
-            served, expected, msg=f"{kind}: "
+            served, expected, msg=f"{name} {kind}: "
         )
-        print(
-            f"{model.name} {kind}: max abs diff / max |logit| = {relative:.1e}"
-        )
+        print(f"{name} {kind}: max abs diff / max |logit| = {relative:.1e}")
 
 
 @pytest.mark.timeout(300)
