@@ -188,6 +188,20 @@ def test_exports_run_without_keras_sge(traced_models, runtime, tmp_path):
         print(f"{name} {kind}: max abs diff / max |logit| = {relative:.1e}")
 
 
+def test_artifact_runner_refuses_batches_that_do_not_fit_the_artifacts(
+    tmp_path,
+):
+    # Refused before any file is written or process started.
+    batch = np.zeros((1, 8, 8, 3), "float32")
+    with pytest.raises(
+        ValueError, match=r"one per artifact \(2\)\. Received: 3"
+    ):
+        harness.run_artifact_in_fresh_process(
+            "onnx", ["a.onnx", "b.onnx"], [batch] * 3, tmp_path
+        )
+    assert not os.listdir(tmp_path)
+
+
 @pytest.mark.timeout(300)
 def test_onnx_exported_from_the_torch_backend(tmp_path):
     # A .keras file saved here (TensorFlow) is exported by a PyTorch-backend
