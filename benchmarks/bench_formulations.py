@@ -33,6 +33,17 @@ The formulations, and why each was tried:
 - `batched_matmul`: the similarity map as one matmul of every position with
   a per-sample block-diagonal matrix of the group means (no `x * mean`);
 - `repeat`: the gate broadcast with `tf.repeat`.
+- `from_conv_input`: the group means and the similarity map computed from
+  the input of the 1x1 convolution (and BN) that produces the block's
+  end, which a bottleneck makes 4 times narrower than its output: both
+  are linear in it (BN in inference), so the means are the narrow input's
+  means through the folded kernel, and the map is the narrow input times
+  a per-sample (C_in, G) matrix, the folded kernel's columns weighted by
+  the means and summed per group. It reads the narrow input instead of
+  making three passes over the wide output, but builds a per-sample
+  matrix of the kernel's size, so it pays off where H*W is large against
+  C_in (`--in-channels` sets the bottleneck's width; SGE's layer does not
+  use it: it would fuse SGE with the layers before it).
 """
 
 import argparse
@@ -174,6 +185,36 @@ def repeat(x, gamma, beta):
     return x * tf.repeat(gate, x.shape[-1] // GROUPS, axis=-1)
 
 
+def from_conv_input(inputs, kernel, bias, gamma, beta, row_groups=8):
+    """SGE of `inputs @ kernel + bias`, with its statistics from `inputs`."""
+    import tensorflow as tf
+
+    _, height, width, in_channels = inputs.shape
+    channels = kernel.shape[-1]
+    per_group = channels // GROUPS
+    branch = tf.nn.conv2d(inputs, kernel[None, None], 1, "VALID") + bias
+    mean = tf.reduce_mean(inputs, axis=[1, 2]) @ kernel + bias  # (N, C)
+    # Row i < C_in: kernel row i weighted by the means; the last row: bias.
+    weighted = tf.concat([kernel, bias[None]], 0)[None] * mean[:, None, :]
+    rows = tf.reshape(weighted, (-1, row_groups * per_group))
+    summed = tf.reshape(
+        rows @ _blocks(per_group, row_groups), (-1, in_channels + 1, GROUPS)
+    )
+    flat = tf.reshape(inputs, (-1, height * width, in_channels))
+    similarity = flat @ summed[:, :-1] + summed[:, -1:]
+    gate = _gate_from_map(
+        tf.reshape(similarity, (-1, height, width, GROUPS)), gamma, beta, [1, 2]
+    )
+    expanded = (
+        tf.reshape(gate, (-1, row_groups)) @ _blocks(per_group, row_groups).T
+    )
+    return branch * tf.reshape(expanded, (-1, height, width, channels))
+
+
+# Formulations that take the convolution's input, kernel and bias (BN
+# folded in) rather than its output.
+FROM_INPUT = {"from_conv_input"}
+
 FORMULATIONS = {
     "grouped_view": grouped_view,
     "block_matmul": block_matmul,
@@ -182,6 +223,7 @@ FORMULATIONS = {
     "depthwise_expand": depthwise_expand,
     "batched_matmul": batched_matmul,
     "repeat": repeat,
+    "from_conv_input": from_conv_input,
 }
 
 
@@ -191,6 +233,12 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--shape", default="8,56,56,256")
+    parser.add_argument(
+        "--in-channels",
+        type=int,
+        default=None,
+        help="width of the 1x1 convolution's input (default: the shape's C)",
+    )
     parser.add_argument("--formulations", default=",".join(FORMULATIONS))
     parser.add_argument("--runtimes", default="tf,onnx,litert")
     parser.add_argument("--rounds", type=int, default=7)
@@ -200,24 +248,46 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def block_function(formulation, shape):
-    """The block's end with `formulation` (None: without SGE), traced."""
+def _kernel(rng, in_channels, channels):
+    kernel = rng.normal(size=(in_channels, channels)).astype("float32")
+    return kernel / np.sqrt(in_channels).astype("float32")
+
+
+def block_function(formulation, shape, in_channels=None):
+    """The block's end with `formulation` (None: without SGE), traced.
+
+    With `in_channels` below the shape's C, the block is a bottleneck's
+    end: a 1x1 convolution down to `in_channels` and ReLU feed the 1x1
+    convolution and BN whose output SGE gates.
+    """
     import tensorflow as tf
 
     channels = shape[-1]
+    in_channels = in_channels or channels
     rng = np.random.default_rng(0)
-    kernel = rng.normal(size=(1, 1, channels, channels)).astype("float32")
-    kernel /= np.sqrt(channels).astype("float32")
+    kernel = _kernel(rng, in_channels, channels)
     scale = rng.uniform(0.5, 1.5, channels).astype("float32")
     offset = (0.1 * rng.normal(size=channels)).astype("float32")
     gamma = rng.normal(size=GROUPS).astype("float32")
     beta = rng.normal(size=GROUPS).astype("float32")
+    down = _kernel(rng, channels, in_channels)[None, None]
+    name = getattr(formulation, "__name__", None)
 
     def block(x):
-        branch = tf.nn.conv2d(x, kernel, 1, "SAME") * scale + offset
-        if formulation is not None:
-            branch = formulation(branch, gamma, beta)
-        return tf.nn.conv2d(tf.nn.relu(x + branch), kernel, 1, "SAME")
+        inputs = x
+        if in_channels != channels:
+            inputs = tf.nn.relu(tf.nn.conv2d(x, down, 1, "SAME"))
+        if name in FROM_INPUT:
+            branch = formulation(inputs, kernel * scale, offset, gamma, beta)
+        else:
+            branch = tf.nn.conv2d(inputs, kernel[None, None], 1, "SAME")
+            branch = branch * scale + offset
+            if formulation is not None:
+                branch = formulation(branch, gamma, beta)
+        out = tf.nn.relu(x + branch)
+        if in_channels != channels:
+            return out
+        return tf.nn.conv2d(out, kernel[None, None], 1, "SAME")
 
     spec = [tf.TensorSpec((None, *shape[1:]), tf.float32, name="x")]
     return tf.function(block, input_signature=spec), spec
@@ -260,27 +330,33 @@ def runner(runtime, function, spec, x, threads):
     return run
 
 
+def _check_formulations(names, x, in_channels):
+    """Each formulation's block must give grouped_view's block's output."""
+    shape = x.shape
+    reference, _ = block_function(grouped_view, shape, in_channels)
+    expected = reference(x).numpy()
+    for name in names:
+        function, _ = block_function(FORMULATIONS[name], shape, in_channels)
+        error = np.abs(function(x).numpy() - expected).max()
+        if error > 1e-4 * np.abs(expected).max():
+            raise SystemExit(f"{name} differs from grouped_view by {error}")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    import tensorflow as tf
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
     patch_tf2onnx()
     shape = tuple(int(s) for s in args.shape.split(","))
     names = args.formulations.split(",")
     x = np.random.default_rng(1).normal(size=shape).astype("float32")
-    reference = grouped_view(tf.constant(x), np.ones(GROUPS), np.ones(GROUPS))
-    for name in names:
-        got = FORMULATIONS[name](
-            tf.constant(x), np.ones(GROUPS), np.ones(GROUPS)
-        )
-        error = float(tf.reduce_max(tf.abs(got - reference)))
-        if error > 1e-4:
-            raise SystemExit(f"{name} differs from grouped_view by {error}")
+    _check_formulations(names, x, args.in_channels)
     runners = {}
     for runtime in args.runtimes.split(","):
         for name in ["none", *names]:
-            function, spec = block_function(FORMULATIONS.get(name), shape)
+            function, spec = block_function(
+                FORMULATIONS.get(name), shape, args.in_channels
+            )
             runners[(runtime, name)] = runner(
                 runtime, function, spec, x, args.threads
             )
@@ -306,6 +382,7 @@ def main(argv=None):
         {
             "benchmark": "formulations",
             "shape": shape,
+            "in_channels": args.in_channels or shape[-1],
             "machine": common.machine(),
             "results": results,
         },
