@@ -40,7 +40,8 @@ The formulations, and why each was tried:
   means through the folded kernel, and the map is the narrow input times
   a per-sample (C_in, G) matrix, the folded kernel's columns weighted by
   the means and summed per group. It reads the narrow input instead of
-  making three passes over the wide output, but builds a per-sample
+  making the statistics' passes over the wide output (the means,
+  `x * mean` and its group sums), but builds a per-sample
   matrix of the kernel's size, so it pays off where H*W is large against
   C_in (`--in-channels` sets the bottleneck's width; SGE's layer does not
   use it: it would fuse SGE with the layers before it).
@@ -100,8 +101,16 @@ def block_matmul(x, gamma, beta, row_groups=8):
     rows = tf.reshape(x * mean, (-1, row_groups * per_group))
     similarity = tf.reshape(rows @ summing, (-1, height, width, GROUPS))
     gate = _gate_from_map(similarity, gamma, beta, [1, 2])
+    return _gated_by_blocks(x, gate, summing)
+
+
+def _gated_by_blocks(x, gate, summing):
+    """x times its (N, H, W, G) gate, broadcast by the block matrix."""
+    import tensorflow as tf
+
+    row_groups = summing.shape[1]
     expanded = tf.reshape(gate, (-1, row_groups)) @ summing.T
-    return x * tf.reshape(expanded, (-1, height, width, channels))
+    return x * tf.reshape(expanded, (-1, *x.shape[1:]))
 
 
 def nchw(x, gamma, beta):
@@ -190,30 +199,25 @@ def from_conv_input(inputs, kernel, bias, gamma, beta, row_groups=8):
     import tensorflow as tf
 
     _, height, width, in_channels = inputs.shape
-    channels = kernel.shape[-1]
-    per_group = channels // GROUPS
+    per_group = kernel.shape[-1] // GROUPS
+    summing = _blocks(per_group, row_groups)
     branch = tf.nn.conv2d(inputs, kernel[None, None], 1, "VALID") + bias
     mean = tf.reduce_mean(inputs, axis=[1, 2]) @ kernel + bias  # (N, C)
     # Row i < C_in: kernel row i weighted by the means; the last row: bias.
     weighted = tf.concat([kernel, bias[None]], 0)[None] * mean[:, None, :]
     rows = tf.reshape(weighted, (-1, row_groups * per_group))
-    summed = tf.reshape(
-        rows @ _blocks(per_group, row_groups), (-1, in_channels + 1, GROUPS)
-    )
+    summed = tf.reshape(rows @ summing, (-1, in_channels + 1, GROUPS))
     flat = tf.reshape(inputs, (-1, height * width, in_channels))
     similarity = flat @ summed[:, :-1] + summed[:, -1:]
     gate = _gate_from_map(
         tf.reshape(similarity, (-1, height, width, GROUPS)), gamma, beta, [1, 2]
     )
-    expanded = (
-        tf.reshape(gate, (-1, row_groups)) @ _blocks(per_group, row_groups).T
-    )
-    return branch * tf.reshape(expanded, (-1, height, width, channels))
+    return _gated_by_blocks(branch, gate, summing)
 
 
 # Formulations that take the convolution's input, kernel and bias (BN
 # folded in) rather than its output.
-FROM_INPUT = {"from_conv_input"}
+FROM_INPUT = {from_conv_input}
 
 FORMULATIONS = {
     "grouped_view": grouped_view,
@@ -271,13 +275,12 @@ def block_function(formulation, shape, in_channels=None):
     gamma = rng.normal(size=GROUPS).astype("float32")
     beta = rng.normal(size=GROUPS).astype("float32")
     down = _kernel(rng, channels, in_channels)[None, None]
-    name = getattr(formulation, "__name__", None)
 
     def block(x):
         inputs = x
         if in_channels != channels:
             inputs = tf.nn.relu(tf.nn.conv2d(x, down, 1, "SAME"))
-        if name in FROM_INPUT:
+        if formulation in FROM_INPUT:
             branch = formulation(inputs, kernel * scale, offset, gamma, beta)
         else:
             branch = tf.nn.conv2d(inputs, kernel[None, None], 1, "SAME")
